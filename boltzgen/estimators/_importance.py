@@ -1,0 +1,191 @@
+"""Importance sampling, bounds and effective sample sizes on arrays of log-weights (float64).
+
+Conventions (PHYSICS.md): u(x) = βE(x), log-weight of a model sample w(x) = -u(x) - ln q(x).
+Every function here takes plain arrays and returns float64 NumPy values; nothing knows about
+systems or samplers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import logsumexp
+
+from boltzgen.estimators._estimate import Estimate
+
+#: Below this Kish ESS an importance-sampling error bar is flagged as untrustworthy.
+MIN_TRUSTED_ESS = 100.0
+
+
+def _as_log_weights(log_w) -> tuple[np.ndarray, int]:
+    """Return float64 log-weights with NaN replaced by -inf (zero weight), and the NaN count.
+
+    A sample whose energy overflowed to +inf has weight exactly zero (w = -inf) and still
+    counts in M. A NaN log-weight (a numerical failure) is counted, reported, and given zero
+    weight: never silently dropped from M.
+    """
+    w = np.asarray(log_w, dtype=np.float64).reshape(-1)
+    if w.size == 0:
+        raise ValueError("need at least one log-weight, got an empty array")
+    nan = np.isnan(w)
+    if np.any(w == np.inf):
+        raise ValueError("a log-weight is +inf: log q(x) = -inf at a sample drawn from q")
+    return np.where(nan, -np.inf, w), int(nan.sum())
+
+
+def logmeanexp(log_w) -> float:
+    """ln( (1/M) Σ_i e^{w_i} ), stable in float64."""
+    w = np.asarray(log_w, dtype=np.float64).reshape(-1)
+    return float(logsumexp(w) - math.log(w.size))
+
+
+def normalised_weights(log_w) -> np.ndarray:
+    """Self-normalised weights w̃_i = e^{w_i} / Σ_j e^{w_j} (float64, sums to one)."""
+    w, _ = _as_log_weights(log_w)
+    if not np.any(np.isfinite(w)):
+        return np.full(w.shape, np.nan)
+    return np.exp(w - logsumexp(w))
+
+
+def kish_ess(log_w) -> float:
+    """Kish effective sample size ESS = (Σ e^{w})² / Σ e^{2w} = 1 / Σ w̃²."""
+    wn = normalised_weights(log_w)
+    if np.any(np.isnan(wn)):
+        return 0.0
+    return float(1.0 / np.sum(wn * wn))
+
+
+def importance_stderr(log_w) -> float:
+    """Delta-method standard error of ln Ẑ: √(Σ w̃² − 1/M) = √(1/ESS − 1/M).
+
+    This is (sample std of e^w)/(√M · mean e^w) with the 1/M normalisation. Optimistic when the
+    weights are heavy-tailed: report ESS beside it.
+    """
+    w, _ = _as_log_weights(log_w)
+    ess = kish_ess(w)
+    if ess == 0.0:
+        return math.inf
+    return float(math.sqrt(max(1.0 / ess - 1.0 / w.size, 0.0)))
+
+
+def bootstrap_log_z_stderr(log_w, *, rng: np.random.Generator, n_boot: int = 200) -> float:
+    """Bootstrap standard error of ln Ẑ = logmeanexp(w) over ``n_boot`` resamples."""
+    w, _ = _as_log_weights(log_w)
+    m = w.size
+    shift = np.max(w)
+    if not np.isfinite(shift):
+        return math.inf
+    e = np.exp(w - shift)
+    # Resample in blocks so that memory stays O(block · M).
+    block = max(1, min(n_boot, 2**24 // m))
+    vals = []
+    for start in range(0, n_boot, block):
+        b = min(block, n_boot - start)
+        idx = rng.integers(0, m, size=(b, m))
+        vals.append(np.log(e[idx].mean(axis=1)))
+    vals = np.concatenate(vals)
+    return float(np.std(vals, ddof=1)) if n_boot > 1 else math.nan
+
+
+def importance_log_z(
+    log_w,
+    *,
+    method: str = "importance",
+    rng: np.random.Generator | None = None,
+    n_boot: int = 0,
+) -> Estimate:
+    """Importance-sampling estimate ln Ẑ = logsumexp(w) − ln M from samples of q.
+
+    Consistent, with E[ln Ẑ] ≤ ln Z (so its βF is an upper bound in expectation, tightening
+    with M). The standard error is the delta method (:func:`importance_stderr`); with
+    ``n_boot > 0`` a bootstrap standard error is added to ``extra["log_z_stderr_bootstrap"]``.
+    ``extra["low_ess"] = 1`` flags ESS < :data:`MIN_TRUSTED_ESS`, where neither error bar is
+    to be trusted.
+
+    Args:
+        log_w: log-weights w_i = −u(x_i) − ln q(x_i), x_i ~ q. NaN counts as zero weight and is
+            reported in ``extra["n_nonfinite"]``; −inf (u = +inf) is a legitimate zero weight.
+        method: the estimate's name.
+        rng: NumPy generator for the bootstrap.
+        n_boot: number of bootstrap resamples (0 = none).
+    """
+    w, n_nan = _as_log_weights(log_w)
+    ess = kish_ess(w)
+    extra = {
+        "n_nonfinite": int(n_nan),
+        "n_zero_weight": int(np.sum(np.isneginf(w))),
+        "low_ess": int(ess < MIN_TRUSTED_ESS),
+        "ess_fraction": ess / w.size,
+    }
+    if n_boot > 0:
+        if rng is None:
+            raise ValueError("importance_log_z: n_boot > 0 needs an rng (np.random.default_rng(seed))")
+        extra["log_z_stderr_bootstrap"] = bootstrap_log_z_stderr(w, rng=rng, n_boot=n_boot)
+    log_z = float(logsumexp(w) - math.log(w.size)) if np.any(np.isfinite(w)) else -math.inf
+    return Estimate(method, log_z, importance_stderr(w), "estimate", int(w.size), ess, extra)
+
+
+def variational_bound(log_w, *, method: str = "variational") -> Estimate:
+    """Variational (reverse-KL) bound: βF ≤ E_q[u + ln q] = −E_q[w] = βF + KL(q‖p).
+
+    Returned as an ``upper_bound`` on βF (so ``log_z`` = mean(w) is a lower bound on ln Z),
+    with standard error std(w)/√M. Samples with non-finite w are excluded from the mean and
+    counted in ``extra["n_nonfinite"]``; with any such sample the bound is not rigorous, which
+    ``extra["n_nonfinite"] > 0`` says.
+    """
+    w = np.asarray(log_w, dtype=np.float64).reshape(-1)
+    if w.size == 0:
+        raise ValueError("need at least one log-weight, got an empty array")
+    finite = np.isfinite(w)
+    wf = w[finite]
+    if wf.size == 0:
+        return Estimate(method, -math.inf, math.inf, "upper_bound", int(w.size), math.nan,
+                        {"n_nonfinite": int(w.size)})
+    stderr = float(np.std(wf, ddof=1) / math.sqrt(wf.size)) if wf.size > 1 else math.inf
+    return Estimate(
+        method, float(np.mean(wf)), stderr, "upper_bound", int(w.size), math.nan,
+        {"n_nonfinite": int((~finite).sum())},
+    )
+
+
+def weighted_mean(values, log_w=None) -> tuple[float, float]:
+    """Self-normalised mean Σ w̃_i f_i and its delta-method standard error.
+
+    With ``log_w=None`` the samples are unweighted (standard error std/√M). Otherwise
+    Var ≈ Σ w̃_i² (f_i − f̄)², the ratio-estimator variance.
+    """
+    f = np.asarray(values, dtype=np.float64).reshape(-1)
+    if log_w is None:
+        return float(f.mean()), float(f.std(ddof=1) / math.sqrt(f.size))
+    wn = normalised_weights(log_w)
+    if wn.shape != f.shape:
+        raise ValueError(f"values and log_w must have the same length, got {f.size} and {wn.size}")
+    keep = wn > 0
+    mean = float(np.sum(wn[keep] * f[keep]))
+    var = float(np.sum(wn[keep] ** 2 * (f[keep] - mean) ** 2))
+    return mean, math.sqrt(var)
+
+
+def forward_bound(
+    reduced_energy_plus_log_q, log_w_p=None, *, method: str = "forward_bound"
+) -> Estimate:
+    """Lower bound on βF from samples of p: E_p[u + ln q] = βF − KL(p‖q) ≤ βF.
+
+    Args:
+        reduced_energy_plus_log_q: u(x_j) + ln q(x_j) at samples x_j of p (e.g. Monte Carlo).
+        log_w_p: optional log-weights of those samples when they are weighted samples of p
+            (e.g. annealed importance sampling); None for exact or equilibrium samples.
+
+    Returns an ``lower_bound`` Estimate on βF, i.e. ``log_z`` = −E_p[u + ln q] ≥ ln Z in
+    expectation. ``ess`` is the Kish ESS of the p-sample weights (M if unweighted).
+    """
+    a = np.asarray(reduced_energy_plus_log_q, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise ValueError("need at least one sample of p, got an empty array")
+    n_nonfinite = int((~np.isfinite(a)).sum())
+    if n_nonfinite:
+        a = np.where(np.isfinite(a), a, np.inf)
+    mean, err = weighted_mean(a, log_w_p)
+    ess = float(a.size) if log_w_p is None else kish_ess(log_w_p)
+    return Estimate(method, -mean, err, "lower_bound", int(a.size), ess, {"n_nonfinite": n_nonfinite})
