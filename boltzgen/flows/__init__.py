@@ -1,0 +1,30 @@
+"""Samplers q: coupling flows (RealNVP), permutation-equivariant flows, ordered-domain flows.
+
+Every sampler is an :class:`AbstractSampler` with ``sample_and_log_prob`` and ``log_prob``;
+:func:`make_sampler` builds one from a run-spec kind (see :data:`SAMPLERS`).
+"""
+
+from boltzgen.flows._base import AbstractSampler, check_batch
+from boltzgen.flows._equivariant import EquivariantCoupling, EquivariantFlow
+from boltzgen.flows._ordered import OrderedFlow, order_forward, order_inverse, sort_particles
+from boltzgen.flows._realnvp import RealNVP
+from boltzgen.flows._registry import SAMPLERS, SamplerEntry, default_sampler_kind, make_sampler
+from boltzgen.flows._transforms import affine, rational_quadratic_spline
+
+__all__ = [
+    "AbstractSampler",
+    "check_batch",
+    "RealNVP",
+    "EquivariantFlow",
+    "EquivariantCoupling",
+    "OrderedFlow",
+    "order_forward",
+    "order_inverse",
+    "sort_particles",
+    "affine",
+    "rational_quadratic_spline",
+    "SAMPLERS",
+    "SamplerEntry",
+    "make_sampler",
+    "default_sampler_kind",
+]

@@ -1,0 +1,134 @@
+"""Registry of samplers: run-spec ``[sampler] kind`` → constructor and hyper-parameter docs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jaxtyping import PRNGKeyArray
+
+from boltzgen.flows._base import AbstractSampler
+from boltzgen.flows._equivariant import EquivariantFlow
+from boltzgen.flows._ordered import OrderedFlow
+from boltzgen.flows._realnvp import RealNVP
+
+
+@dataclass(frozen=True)
+class SamplerEntry:
+    """A registered sampler family: its hyper-parameters (name → (types, default, doc)) and builder.
+
+    ``build(system, key=key, **hyper)`` returns an :class:`AbstractSampler` for ``system``.
+    """
+
+    kind: str
+    summary: str
+    params: dict[str, tuple[type | tuple[type, ...], Any, str]]
+    build: Any
+
+    def defaults(self) -> dict[str, Any]:
+        """Default value of every hyper-parameter."""
+        return {k: v[1] for k, v in self.params.items()}
+
+
+def _is_particle_system(system) -> bool:
+    shape = tuple(system.event_shape)
+    return bool(getattr(system, "permutation_symmetric", False)) and len(shape) == 2
+
+
+def _build_realnvp(system, *, key, **hyper) -> AbstractSampler:
+    if _is_particle_system(system):
+        n, d = system.event_shape
+        return OrderedFlow(RealNVP((n * d,), key=key, **hyper), n, d)
+    return RealNVP(tuple(system.event_shape), key=key, **hyper)
+
+
+def _build_equivariant(system, *, key, **hyper) -> AbstractSampler:
+    if not _is_particle_system(system):
+        raise ValueError(
+            f"sampler 'equivariant' needs a permutation-symmetric particle system with event "
+            f"shape (N, d); {type(system).__name__} has {tuple(system.event_shape)}"
+        )
+    n, d = system.event_shape
+    return EquivariantFlow(n, d, key=key, **hyper)
+
+
+_NUM = (int, float)
+_TRANSFORM_DOC = "coupling transform: 'affine' (soft-clamped log-scale) or 'spline' (RQS)"
+
+SAMPLERS: dict[str, SamplerEntry] = {
+    "realnvp": SamplerEntry(
+        "realnvp",
+        "RealNVP coupling flow on the flattened configuration; on permutation-symmetric particle "
+        "systems wrapped in OrderedFlow (ordered fundamental domain + random relabelling)",
+        {
+            "n_layers": (int, 8, "number of coupling layers"),
+            "hidden": (int, 128, "width of the conditioner MLPs"),
+            "depth": (int, 2, "hidden layers per conditioner MLP"),
+            "transform": (str, "affine", _TRANSFORM_DOC),
+            "n_bins": (int, 8, "spline bins (transform = 'spline')"),
+            "interval": (_NUM, 5.0, "spline half-width B; identity outside [-B, B]"),
+            "scale_clamp": (_NUM, 3.0, "bound on the affine log-scale |s|"),
+            "learn_affine": (bool, True, "learnable diagonal affine first layer"),
+        },
+        _build_realnvp,
+    ),
+    "equivariant": SamplerEntry(
+        "equivariant",
+        "permutation-equivariant coupling flow (DeepSets conditioner) for particles, d >= 2",
+        {
+            "n_layers": (int, 8, "coupling layers, cycling through the d coordinates"),
+            "hidden": (int, 64, "width of the ψ (pair) and φ (node) MLPs"),
+            "depth": (int, 2, "hidden layers per MLP"),
+            "transform": (str, "spline", _TRANSFORM_DOC),
+            "n_bins": (int, 8, "spline bins (transform = 'spline')"),
+            "interval": (_NUM, 5.0, "spline half-width B; identity outside [-B, B]"),
+            "scale_clamp": (_NUM, 3.0, "bound on the affine log-scale |s|"),
+            "base_scale": (_NUM, 1.0, "initial scale σ of the iid Gaussian base"),
+        },
+        _build_equivariant,
+    ),
+}
+
+
+def default_sampler_kind(system) -> str:
+    """'equivariant' for permutation-symmetric particle systems with d ≥ 2, else 'realnvp'."""
+    if _is_particle_system(system) and system.event_shape[1] >= 2:
+        return "equivariant"
+    return "realnvp"
+
+
+def make_sampler(kind: str, system, *, key: PRNGKeyArray, **hyper) -> AbstractSampler:
+    """Build a registered sampler for ``system`` from its kind and hyper-parameters.
+
+    Missing hyper-parameters take the defaults listed in ``SAMPLERS[kind].params``.
+
+    Args:
+        kind: a key of :data:`SAMPLERS` ("realnvp", "equivariant").
+        system: the target system (uses ``event_shape`` and ``permutation_symmetric``).
+        key: PRNG key for the initial weights.
+        **hyper: hyper-parameters of that kind.
+
+    Raises:
+        ValueError: unknown kind or hyper-parameter (the message lists the valid ones), a value
+            of the wrong type, or a sampler that does not fit the system.
+    """
+    if kind not in SAMPLERS:
+        raise ValueError(f"unknown sampler kind {kind!r}; valid kinds: {', '.join(SAMPLERS)}")
+    entry = SAMPLERS[kind]
+    unknown = set(hyper) - set(entry.params)
+    if unknown:
+        raise ValueError(
+            f"unknown hyper-parameter(s) {', '.join(sorted(unknown))} for sampler {kind!r}; "
+            f"valid: {', '.join(entry.params)}"
+        )
+    full = entry.defaults() | hyper
+    for name, (types, _, _) in entry.params.items():
+        value = full[name]
+        bad_bool = isinstance(value, bool) and types is not bool
+        if bad_bool or not isinstance(value, types):
+            want = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+            raise ValueError(f"sampler.{name} must be {want}, got {value!r}")
+    return entry.build(system, key=key, **full)
+
+
+__all__ = ["SAMPLERS", "SamplerEntry", "default_sampler_kind", "make_sampler"]
