@@ -222,7 +222,7 @@ def ais_step(
         next_eps.astype(dtype),
         state.step + jnp.ones((), jnp.int32),
     )
-    info = AISInfo(mean_acc, eps, jnp.sum(div.astype(jnp.int32)), jnp.mean(dw))
+    info = AISInfo(mean_acc, eps, jnp.sum(div, dtype=jnp.int32), jnp.mean(dw))
     return new_state, info
 
 
