@@ -114,7 +114,7 @@ def importance_log_z(
     ess = kish_ess(w)
     extra = {
         "n_nonfinite": int(n_nan),
-        "n_zero_weight": int(np.sum(np.isneginf(w))),
+        "n_zero_weight": int(np.sum(np.isneginf(w))) - n_nan,
         "low_ess": int(ess < MIN_TRUSTED_ESS),
         "ess_fraction": ess / w.size,
     }
