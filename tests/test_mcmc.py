@@ -180,7 +180,9 @@ def test_state_keeps_dtype_and_shape_under_scan(x64, kernel):
             k, lp, ln = xs
             return ais_step(k, s, lp, ln, log_density_0=lp0, log_density_1=lp1, kernel=kernel)
 
-        new, info = jax.lax.scan(body, state, (jax.random.split(jax.random.key(1), 5), lam[:-1], lam[1:]))
+        new, info = jax.lax.scan(
+            body, state, (jax.random.split(jax.random.key(1), 5), lam[:-1], lam[1:])
+        )
         for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(new), strict=True):
             assert a.dtype == b.dtype and a.shape == b.shape
         assert int(new.step) == 5

@@ -92,7 +92,7 @@ def _value_and_grads(position, log_density_0, log_density_1):
 
 
 def ais_init(
-    positions: Float[Array, "n_chains ..."],
+    positions: Float[Array, "..."],
     *,
     log_density_0: Callable,
     log_density_1: Callable,
@@ -120,8 +120,8 @@ def ais_init(
 def ais_step(
     key: Array,
     state: AISState,
-    lambda_prev: Float[Array, ""],
-    lambda_next: Float[Array, ""],
+    lambda_prev: Array,
+    lambda_next: Array,
     *,
     log_density_0: Callable,
     log_density_1: Callable,
@@ -129,7 +129,7 @@ def ais_step(
     n_leapfrog: int = 10,
     target_accept: float = 0.65,
     adapt_rate: float = 1.0,
-    step_size: Float[Array, ""] | None = None,
+    step_size: Array | None = None,
 ) -> tuple[AISState, AISInfo]:
     r"""One AIS step on every chain: weight increment at x_{k-1}, then an MCMC move at λ_k.
 
@@ -246,7 +246,9 @@ def annealing_schedule(n_steps: int, schedule="power", power: float = 4.0) -> np
         return u**power
     lam = np.asarray(schedule, np.float64)
     if lam.ndim != 1 or lam.size < 2:
-        raise ValueError(f"an explicit schedule must be a 1-D array of length >= 2, got {lam.shape}")
+        raise ValueError(
+            f"an explicit schedule must be a 1-D array of length >= 2, got {lam.shape}"
+        )
     if lam[0] != 0.0 or lam[-1] != 1.0 or np.any(np.diff(lam) < 0):
         raise ValueError("an explicit schedule must be non-decreasing from exactly 0 to exactly 1")
     return lam
@@ -319,7 +321,7 @@ def normalised_weights(log_weights) -> np.ndarray:
 
 
 def log_mean_exp(log_weights) -> float:
-    """ln Ẑ = logsumexp(w) - ln M in float64."""
+    """Return ln Ẑ = logsumexp(w) - ln M in float64."""
     w = np.asarray(log_weights, np.float64)
     m = np.max(w)
     return float(m + np.log(np.mean(np.exp(w - m))))
@@ -488,4 +490,3 @@ def ais(
         wall_time=t2 - t1,
         compile_time=t1 - t0,
     )
-
