@@ -53,15 +53,22 @@ def _kish_fraction(log_w):
     return jnp.sum(e) ** 2 / jnp.sum(e * e) / log_w.shape[0]
 
 
-def make_step(optimizer: optax.GradientTransformation, energy_fn, batch_size: int, objective="reverse_kl"):
+def make_step(
+    optimizer: optax.GradientTransformation,
+    energy_fn,
+    batch_size: int,
+    objective="reverse_kl",
+    *,
+    max_traces: int | None = None,
+):
     """Build the jitted training step ``step(sampler, opt_state, beta, key) -> (sampler, opt_state, info)``.
 
     The whole step (sampling, loss, gradient, update) is one ``eqx.filter_jit`` region; β is
-    an array argument, so a temperature change does not recompile.
+    an array argument, so a temperature change does not recompile. ``max_traces`` makes a
+    retrace beyond that number an error (used by the tests).
     """
     loss_fn = OBJECTIVES[objective]
 
-    @eqx.filter_jit
     def step(sampler, opt_state, beta, key):
         params, static = eqx.partition(sampler, eqx.is_inexact_array)
 
@@ -74,13 +81,15 @@ def make_step(optimizer: optax.GradientTransformation, energy_fn, batch_size: in
         params = optax.apply_updates(params, updates)
         info = dict(
             loss=loss,
-            grad_norm=optax.global_norm(grads),
+            grad_norm=optax.tree.norm(grads),
             ess_fraction=_kish_fraction(aux["log_w"]),
             n_nonfinite=aux["n_nonfinite"],
         )
         return eqx.combine(params, static), opt_state, info
 
-    return step
+    if max_traces is not None:
+        step = eqx.debug.assert_max_traces(step, max_traces=max_traces)
+    return eqx.filter_jit(step)
 
 
 def train(

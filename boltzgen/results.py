@@ -1,0 +1,256 @@
+"""The HDF5 results schema: write, read, and the free-energy table. One place.
+
+Schema (version 1, documented in docs/results-format.md)::
+
+    /                 attrs: schema_version, boltzgen_version, created, seed, spec, device, beta
+    /system           attrs: kind and parameters;  dataset exact_log_z where known
+    /train            per-step datasets: loss, grad_norm, ess_fraction, n_nonfinite, wall_time
+    /train/params     the trained sampler's array leaves (same layout as a checkpoint)
+    /samples          x, log_q, energy, log_w, weights_normalised
+    /estimates/<m>    attrs: log_z, log_z_stderr, beta_f, beta_f_stderr, kind, n_samples, ess, ...
+    /reference/<m>    same attrs plus n_energy_evals, wall_time
+    /timings          attrs: wall time of each phase in seconds
+
+The file is written to a temporary name and renamed into place, so a killed run leaves the
+previous file or none, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from boltzgen.estimators import Estimate
+
+SCHEMA_VERSION = 1
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("boltzgen")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+@dataclass
+class Result:
+    """Everything a run produced; ``save`` writes it to HDF5, ``load`` reads it back.
+
+    Attributes:
+        beta: inverse temperature.
+        system: ``{"kind": ..., <parameters>}``.
+        seed: the run's seed.
+        spec: the full TOML text actually run (defaults filled in), or "".
+        estimates: method → :class:`Estimate` from the trained sampler.
+        reference: method → Monte Carlo reference :class:`Estimate` (cost in ``extra``).
+        exact_log_z: exact ln Z when the system has one, else None.
+        train_history: per-step arrays (loss, grad_norm, ess_fraction, ...).
+        samples: x, log_q, energy, log_w arrays from the estimation phase.
+        timings: wall time of each phase (seconds).
+        params: the trained sampler's array leaves, in tree order.
+        device: the JAX device string.
+        created: ISO time stamp.
+    """
+
+    beta: float
+    system: dict
+    seed: int = 0
+    spec: str = ""
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+    reference: dict[str, Estimate] = field(default_factory=dict)
+    exact_log_z: float | None = None
+    train_history: dict[str, np.ndarray] = field(default_factory=dict)
+    samples: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    params: list[np.ndarray] = field(default_factory=list)
+    device: str = ""
+    created: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
+
+    # ------------------------------------------------------------------ writing
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the result to ``path`` (HDF5), atomically: temporary file then rename."""
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with h5py.File(tmp, "w") as f:
+                self._write(f)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def _write(self, f: h5py.File) -> None:
+        f.attrs.update(
+            schema_version=SCHEMA_VERSION,
+            boltzgen_version=_version(),
+            created=self.created,
+            seed=int(self.seed),
+            spec=self.spec,
+            device=self.device,
+            beta=float(self.beta),
+        )
+        g = f.create_group("system")
+        for k, v in self.system.items():
+            g.attrs[k] = np.asarray(v) if isinstance(v, list) else v
+        if self.exact_log_z is not None:
+            g.create_dataset("exact_log_z", data=np.float64(self.exact_log_z))
+        t = f.create_group("train")
+        for k, v in self.train_history.items():
+            t.create_dataset(k, data=np.asarray(v))
+        p = t.create_group("params")
+        for i, a in enumerate(self.params):
+            p.create_dataset(f"{i:05d}", data=np.asarray(a))
+        s = f.create_group("samples")
+        for k, v in self.samples.items():
+            s.create_dataset(k, data=np.asarray(v), compression="gzip", compression_opts=1)
+        for name, group in (("estimates", self.estimates), ("reference", self.reference)):
+            e = f.create_group(name)
+            for method, est in group.items():
+                e.create_group(method).attrs.update(est.to_attrs())
+        f.create_group("timings").attrs.update({k: float(v) for k, v in self.timings.items()})
+        f.flush()
+
+    # ------------------------------------------------------------------ reading
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, samples: bool = True) -> Result:
+        """Read a results file written by :meth:`save`.
+
+        Raises:
+            ValueError: if the file is not a boltzgen results file or has a newer schema.
+        """
+        path = os.fspath(path)
+        try:
+            f = h5py.File(path, "r")
+        except (OSError, FileNotFoundError) as err:
+            raise ValueError(f"cannot open results file {path!r}: {err}") from None
+        with f:
+            version = f.attrs.get("schema_version")
+            if version is None:
+                raise ValueError(f"{path!r} is not a boltzgen results file (no schema_version)")
+            if int(version) > SCHEMA_VERSION:
+                raise ValueError(
+                    f"{path!r} has schema_version {int(version)}, newer than this boltzgen "
+                    f"({SCHEMA_VERSION}); upgrade boltzgen"
+                )
+            system = {k: _plain(v) for k, v in f["system"].attrs.items()}
+            exact = float(f["system/exact_log_z"][()]) if "exact_log_z" in f["system"] else None
+            history = {k: v[()] for k, v in f["train"].items() if isinstance(v, h5py.Dataset)}
+            params = [f["train/params"][k][()] for k in sorted(f["train/params"])]
+            smp = {k: v[()] for k, v in f["samples"].items()} if samples else {}
+            est = {m: Estimate.from_attrs(dict(g.attrs)) for m, g in f["estimates"].items()}
+            ref = {m: Estimate.from_attrs(dict(g.attrs)) for m, g in f["reference"].items()}
+            return cls(
+                beta=float(f.attrs["beta"]),
+                system=system,
+                seed=int(f.attrs["seed"]),
+                spec=_plain(f.attrs["spec"]),
+                estimates=est,
+                reference=ref,
+                exact_log_z=exact,
+                train_history=history,
+                samples=smp,
+                timings={k: float(v) for k, v in f["timings"].attrs.items()},
+                params=params,
+                device=_plain(f.attrs["device"]),
+                created=_plain(f.attrs["created"]),
+            )
+
+    # ------------------------------------------------------------------ table
+    def table(self) -> str:
+        """The free-energy table: every estimate as βF ± stderr with its kind, then the bracket."""
+        n = self.system.get("n_particles")
+        head = f"system {self.system.get('kind')} " + " ".join(
+            f"{k}={v}" for k, v in self.system.items() if k != "kind"
+        )
+        lines = [f"{head}   β = {self.beta:g}   seed = {self.seed}"]
+        cols = f"{'method':<16}{'kind':<13}{'βF':>14}{'± stderr':>11}{'ln Z':>14}{'ESS':>10}{'n':>9}  notes"
+        lines += [cols, "-" * len(cols)]
+        rows = [("", m, e) for m, e in self.estimates.items()]
+        rows += [("ref:", m, e) for m, e in self.reference.items()]
+        for prefix, method, e in rows:
+            notes = []
+            if e.extra.get("low_ess"):
+                notes.append("ESS<100: error bar untrustworthy")
+            if e.extra.get("n_nonfinite"):
+                notes.append(f"{e.extra['n_nonfinite']} non-finite")
+            if "log_z_stderr_bootstrap" in e.extra:
+                notes.append(f"bootstrap ±{e.extra['log_z_stderr_bootstrap']:.2g}")
+            if "n_energy_evals" in e.extra:
+                notes.append(
+                    f"cost {e.extra['n_energy_evals']:.3g} energy evals, {e.extra.get('wall_time', math.nan):.1f} s"
+                )
+            ess = f"{e.ess:.4g}" if math.isfinite(e.ess) else "-"
+            lines.append(
+                f"{prefix + method:<16}{_kind_label(e.kind):<13}{e.beta_f:>14.6f}{e.beta_f_stderr:>11.2g}"
+                f"{e.log_z:>14.6f}{ess:>10}{e.n_samples:>9}  {'; '.join(notes)}"
+            )
+        if self.exact_log_z is not None:
+            lines.append(f"{'exact':<16}{'exact':<13}{-self.exact_log_z:>14.6f}{'':>11}{self.exact_log_z:>14.6f}")
+        lines.append("")
+        lines += self.bracket_lines()
+        if n:
+            best = self.best()
+            if best is not None:
+                lines.append(
+                    f"per particle: βF/N = {best.beta_f / n:.6f} ± {best.beta_f_stderr / n:.2g}   "
+                    f"F/N = {best.beta_f / n / self.beta:.6f}"
+                )
+        if self.timings:
+            lines.append("wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
+        return "\n".join(lines)
+
+    def best(self) -> Estimate | None:
+        """The minimum-variance estimate of kind ``estimate`` among the sampler's estimates."""
+        cands = [e for e in self.estimates.values() if e.kind == "estimate" and math.isfinite(e.log_z_stderr)]
+        return min(cands, key=lambda e: e.log_z_stderr) if cands else None
+
+    def bracket_lines(self) -> list[str]:
+        """``lower ≤ estimate ≤ upper`` on βF, with a warning when violated beyond 3 errors."""
+        allest = list(self.estimates.values()) + list(self.reference.values())
+        upper = [e for e in allest if e.kind == "upper_bound"]
+        lower = [e for e in allest if e.kind == "lower_bound"]
+        best = self.best()
+        if best is None or not (upper or lower):
+            return []
+        lo = max(lower, key=lambda e: e.beta_f) if lower else None
+        up = min(upper, key=lambda e: e.beta_f) if upper else None
+        text = "bracket on βF: "
+        text += f"{lo.beta_f:.4f} ({lo.method}) ≤ " if lo else ""
+        text += f"{best.beta_f:.4f} ± {best.beta_f_stderr:.2g} ({best.method})"
+        text += f" ≤ {up.beta_f:.4f} ({up.method})" if up else ""
+        out = [text]
+        for b, sign in ((lo, 1), (up, -1)):
+            if b is None:
+                continue
+            gap = sign * (b.beta_f - best.beta_f)  # > 0 means violated
+            err = math.hypot(b.beta_f_stderr, best.beta_f_stderr)
+            if gap > 3 * err:
+                out.append(
+                    f"WARNING: {b.method} ({b.kind}) violates the bracket by {gap:.3g} "
+                    f"(> 3 × {err:.2g}): a bug or poor sampling"
+                )
+        return out
+
+
+def _kind_label(kind: str) -> str:
+    return {"estimate": "estimate", "upper_bound": "upper bound", "lower_bound": "lower bound"}[kind]
+
+
+def _plain(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
