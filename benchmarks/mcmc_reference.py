@@ -15,14 +15,15 @@ import time
 import jax
 import numpy as np
 
-from boltzgen.mcmc import coulomb_reference, weighted_mean_and_stderr
+from boltzgen.estimators import weighted_mean
+from boltzgen.mcmc import coulomb_reference
 from boltzgen.systems import CoulombGas
 
 
 def virial(system, beta, r):
     v_c = np.asarray(jax.vmap(system.coulomb_energy)(jax.numpy.asarray(r.samples)))
     g = 2 * system.trap * np.sum(r.samples**2, axis=(1, 2)) - system.coupling * v_c
-    m, se = weighted_mean_and_stderr(g, r.log_weights)
+    m, se = weighted_mean(g, r.log_weights)
     return m - system.dim * system.n_particles / beta, se
 
 

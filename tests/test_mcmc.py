@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from boltzgen.estimators import weighted_mean
 from boltzgen.mcmc import (
     AISState,
     ais,
@@ -17,7 +18,6 @@ from boltzgen.mcmc import (
     ais_step,
     annealing_schedule,
     coulomb_reference,
-    weighted_mean_and_stderr,
 )
 from boltzgen.systems import CoulombGas
 
@@ -59,7 +59,7 @@ def test_ais_gaussians_known_ratio(kernel):
     assert abs(r.log_z_ratio - exact) < 4 * r.log_z_ratio_stderr
     # reweighted samples have the target mean
     for i in range(3):
-        m, se = weighted_mean_and_stderr(r.positions[:, i], r.log_weights)
+        m, se = weighted_mean(r.positions[:, i], r.log_weights)
         assert abs(m - MU[i]) < 4 * se
 
 
@@ -222,7 +222,7 @@ def _virial_residual(system, beta, r):
     x = jnp.asarray(r.samples)
     v_c = np.asarray(jax.vmap(system.coulomb_energy)(x))
     g = 2 * system.trap * np.sum(r.samples**2, axis=(1, 2)) - system.coupling * v_c
-    mean, se = weighted_mean_and_stderr(g, r.log_weights)
+    mean, se = weighted_mean(g, r.log_weights)
     return mean - system.dim * system.n_particles / beta, se
 
 

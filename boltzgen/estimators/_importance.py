@@ -63,10 +63,11 @@ def importance_stderr(log_w) -> float:
     weights are heavy-tailed: report ESS beside it.
     """
     w, _ = _as_log_weights(log_w)
-    ess = kish_ess(w)
-    if ess == 0.0:
+    wn = normalised_weights(w)
+    if np.any(np.isnan(wn)):
         return math.inf
-    return float(math.sqrt(max(1.0 / ess - 1.0 / w.size, 0.0)))
+    # Σ w̃² − 1/M = Σ (w̃ − 1/M)², the second form exact zero for equal weights.
+    return float(math.sqrt(np.sum((wn - 1.0 / w.size) ** 2)))
 
 
 def bootstrap_log_z_stderr(log_w, *, rng: np.random.Generator, n_boot: int = 200) -> float:

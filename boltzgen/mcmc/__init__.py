@@ -14,11 +14,6 @@ from boltzgen.mcmc._ais import (
     ais_init,
     ais_step,
     annealing_schedule,
-    delta_method_stderr,
-    kish_ess,
-    log_mean_exp,
-    normalised_weights,
-    weighted_mean_and_stderr,
 )
 from boltzgen.mcmc._reference import ReferenceResult, anneal_reference, coulomb_reference
 
@@ -34,9 +29,4 @@ __all__ = [
     "anneal_reference",
     "annealing_schedule",
     "coulomb_reference",
-    "delta_method_stderr",
-    "kish_ess",
-    "log_mean_exp",
-    "normalised_weights",
-    "weighted_mean_and_stderr",
 ]

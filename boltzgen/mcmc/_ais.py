@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from boltzgen.estimators import importance_stderr, kish_ess, logmeanexp, normalised_weights
+
 KERNELS = ("hmc", "mala")
 SCHEDULES = ("power", "linear")
 
@@ -291,12 +293,12 @@ class AISResult:
     @property
     def log_z_ratio(self) -> float:
         """ln(Z_1/Z_0) estimate, logsumexp(w) - ln M."""
-        return log_mean_exp(self.log_weights)
+        return logmeanexp(self.log_weights)
 
     @property
     def log_z_ratio_stderr(self) -> float:
         """Delta-method standard error √(Σ w̃² - 1/M) of ``log_z_ratio``."""
-        return delta_method_stderr(self.log_weights)
+        return importance_stderr(self.log_weights)
 
     @property
     def ess(self) -> float:
@@ -307,43 +309,6 @@ class AISResult:
     def weights_normalised(self) -> np.ndarray:
         """w̃_i = e^{w_i}/Σ_j e^{w_j} (float64)."""
         return normalised_weights(self.log_weights)
-
-
-# --- small estimator helpers (local on purpose; boltzgen.estimators is the shared home) -------
-
-
-def normalised_weights(log_weights) -> np.ndarray:
-    """w̃_i = exp(w_i - logsumexp(w)) in float64."""
-    w = np.asarray(log_weights, np.float64)
-    w = w - np.max(w)
-    e = np.exp(w)
-    return e / np.sum(e)
-
-
-def log_mean_exp(log_weights) -> float:
-    """Return ln Ẑ = logsumexp(w) - ln M in float64."""
-    w = np.asarray(log_weights, np.float64)
-    m = np.max(w)
-    return float(m + np.log(np.mean(np.exp(w - m))))
-
-
-def delta_method_stderr(log_weights) -> float:
-    """Delta-method stderr of ln Ẑ: √(Σ w̃² - 1/M) = √(1/ESS - 1/M)."""
-    wn = normalised_weights(log_weights)
-    return float(np.sqrt(max(np.sum(wn**2) - 1.0 / wn.size, 0.0)))
-
-
-def kish_ess(log_weights) -> float:
-    """Kish ESS = (Σ e^w)² / Σ e^{2w} = 1/Σ w̃²."""
-    return float(1.0 / np.sum(normalised_weights(log_weights) ** 2))
-
-
-def weighted_mean_and_stderr(values, log_weights) -> tuple[float, float]:
-    """Self-normalised IS mean f̄ = Σ w̃ f and its delta-method stderr √(Σ w̃² (f - f̄)²)."""
-    f = np.asarray(values, np.float64)
-    wn = normalised_weights(log_weights)
-    mean = float(np.sum(wn * f))
-    return mean, float(np.sqrt(np.sum(wn**2 * (f - mean) ** 2)))
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -9,13 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from boltzgen.estimators import importance_stderr, kish_ess, logmeanexp, normalised_weights
 from boltzgen.mcmc._ais import (
     AISResult,
     ais,
-    delta_method_stderr,
-    kish_ess,
-    log_mean_exp,
-    normalised_weights,
 )
 from boltzgen.systems import AbstractSystem, CoulombGas, Gaussian, HarmonicTrap
 
@@ -188,8 +185,8 @@ def anneal_reference(
     w = main.log_weights
     return ReferenceResult(
         method="ais",
-        log_z=log_z0 + log_mean_exp(w),
-        log_z_stderr=delta_method_stderr(w),
+        log_z=log_z0 + logmeanexp(w),
+        log_z_stderr=importance_stderr(w),
         ess=kish_ess(w),
         n_samples=int(w.size),
         log_z_reference=float(log_z0),
