@@ -45,7 +45,8 @@ def normalised_weights(log_w) -> np.ndarray:
     w, _ = _as_log_weights(log_w)
     if not np.any(np.isfinite(w)):
         return np.full(w.shape, np.nan)
-    return np.exp(w - logsumexp(w))
+    e = np.exp(w - np.max(w))
+    return e / np.sum(e)
 
 
 def kish_ess(log_w) -> float:
