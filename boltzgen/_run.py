@@ -26,7 +26,9 @@ def resolve_reference(method: str, system: AbstractSystem) -> str:
     if method not in REFERENCE_METHODS:
         from boltzgen.config import SpecError
 
-        raise SpecError(f"unknown reference.method {method!r}; valid: auto, {', '.join(REFERENCE_METHODS)}")
+        raise SpecError(
+            f"unknown reference.method {method!r}; valid: auto, {', '.join(REFERENCE_METHODS)}"
+        )
     if method == "ais" and not isinstance(system, CoulombGas):
         from boltzgen.config import SpecError
 
@@ -46,13 +48,24 @@ def reference_defaults(method: str) -> dict:
     return {
         name: p.default
         for name, p in sig.parameters.items()
-        if p.kind == p.KEYWORD_ONLY and name != "key" and p.default is not inspect.Parameter.empty
+        if p.kind == p.KEYWORD_ONLY
+        and name != "key"
+        and p.default is not inspect.Parameter.empty
         and isinstance(p.default, int | float | str | bool)
+        and name != "progress"
     }
 
 
-def sample_log_weights(sampler, system: AbstractSystem, beta: float, n: int, *, key,
-                       chunk_size: int = 8192, progress: bool = False) -> dict[str, np.ndarray]:
+def sample_log_weights(
+    sampler,
+    system: AbstractSystem,
+    beta: float,
+    n: int,
+    *,
+    key,
+    chunk_size: int = 8192,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """Draw ``n`` samples of q and return x, log q, E, log-weight w = −βE − log q (float64).
 
     Samples are drawn in float32 chunks (bounded memory); log q and E are then re-evaluated at
@@ -66,7 +79,9 @@ def sample_log_weights(sampler, system: AbstractSystem, beta: float, n: int, *, 
 
     xs, lqs, es = [], [], []
     n_chunks = math.ceil(n / chunk_size)
-    for i in tqdm(range(n_chunks), desc="estimate", disable=not progress, unit="chunk", dynamic_ncols=True):
+    for i in tqdm(
+        range(n_chunks), desc="estimate", disable=not progress, unit="chunk", dynamic_ncols=True
+    ):
         x = sample(jax.random.fold_in(key, i), sampler)
         with jax.enable_x64(True):
             lq, e = evaluate(sampler, jnp.asarray(x, jnp.float64))
@@ -100,9 +115,7 @@ def run_reference(method: str, system, beta: float, *, key, sampler=None, progre
         return {}, {}
     from boltzgen.mcmc import coulomb_reference
 
-    if progress:
-        print(f"reference: annealed importance sampling ({options})", flush=True)
-    ref = coulomb_reference(system, beta, key=key, **options)
+    ref = coulomb_reference(system, beta, key=key, progress=progress, **options)
     log_w = np.asarray(ref.log_weights, np.float64)
     # AIS log-weights estimate ln(Z/Z_0); the trap's exact ln Z_0 makes them absolute.
     e = est.importance_log_z(log_w + ref.log_z_reference, method="ais")
@@ -112,7 +125,9 @@ def run_reference(method: str, system, beta: float, *, key, sampler=None, progre
     if sampler is not None:
         xp = np.asarray(ref.samples)
         with jax.enable_x64(True):
-            lq = np.asarray(eqx.filter_jit(lambda s, x: s.log_prob(x))(sampler, jnp.asarray(xp, jnp.float64)))
+            lq = np.asarray(
+                eqx.filter_jit(lambda s, x: s.log_prob(x))(sampler, jnp.asarray(xp, jnp.float64))
+            )
             ep = np.asarray(jax.vmap(system.energy)(jnp.asarray(xp, jnp.float64)))
         derived["forward_bound"] = est.forward_bound(beta * ep + lq, log_w)
     return out, derived
@@ -177,7 +192,12 @@ def run(
     from boltzgen.flows import AbstractSampler, default_sampler_kind, make_sampler
     from boltzgen.train import make_optimizer, train
 
-    if isinstance(beta, bool) or not isinstance(beta, int | float) or not beta > 0 or not math.isfinite(beta):
+    if (
+        isinstance(beta, bool)
+        or not isinstance(beta, int | float)
+        or not beta > 0
+        or not math.isfinite(beta)
+    ):
         raise ValueError(f"beta must be a positive finite number, got {beta!r}")
     beta = float(beta)
     reference = resolve_reference(reference, system)
@@ -193,22 +213,40 @@ def run(
         q = make_sampler(kind, system, key=k_init, **(sampler_options or {}))
     opt = make_optimizer(learning_rate, steps, clip)
     state = train(
-        q, system.energy, beta, key=k_train, steps=steps, batch_size=batch_size, optimizer=opt,
-        objective=objective, checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-        resume=resume, progress=progress,
+        q,
+        system.energy,
+        beta,
+        key=k_train,
+        steps=steps,
+        batch_size=batch_size,
+        optimizer=opt,
+        objective=objective,
+        checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        progress=progress,
     )
     q = state.sampler
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    samples = sample_log_weights(q, system, beta, n_samples, key=k_est, chunk_size=chunk_size, progress=progress)
+    samples = sample_log_weights(
+        q, system, beta, n_samples, key=k_est, chunk_size=chunk_size, progress=progress
+    )
     estimates = estimate_all(samples, seed=seed, n_boot=n_boot)
     samples["weights_normalised"] = est.normalised_weights(samples["log_w"])
     timings["estimate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ref_est, derived = run_reference(reference, system, beta, key=k_ref, sampler=q, progress=progress,
-                                     **(reference_options or {}))
+    ref_est, derived = run_reference(
+        reference,
+        system,
+        beta,
+        key=k_ref,
+        sampler=q,
+        progress=progress,
+        **(reference_options or {}),
+    )
     estimates.update(derived)
     if reference != "none":
         timings["reference"] = time.perf_counter() - t
@@ -242,4 +280,6 @@ def run(
 def _shift(e: est.Estimate, delta: float) -> est.Estimate:
     from dataclasses import replace
 
-    return replace(e, log_z=e.log_z + delta, extra={**e.extra, "log_n_factorial_subtracted": -delta})
+    return replace(
+        e, log_z=e.log_z + delta, extra={**e.extra, "log_n_factorial_subtracted": -delta}
+    )

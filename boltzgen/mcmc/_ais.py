@@ -26,6 +26,7 @@ import blackjax.mcmc.mala as bj_mala
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 from jaxtyping import Array, Float
 
 from boltzgen.estimators import importance_stderr, kish_ess, logmeanexp, normalised_weights
@@ -336,6 +337,7 @@ def ais(
     target_accept: float | None = None,
     adapt_rate: float = 1.0,
     precision: str = "float64",
+    progress: bool | str = False,
 ) -> AISResult:
     r"""Annealed importance sampling from π_0 to π_1 with blackjax HMC or MALA moves.
 
@@ -372,6 +374,7 @@ def ais(
         target_accept: target mean acceptance (default 0.65 for HMC, 0.57 for MALA).
         adapt_rate: gain of the step-size update.
         precision: ``"float64"`` or ``"float32"``.
+        progress: show a progress bar (a string is used as its label).
 
     Returns:
         An :class:`AISResult` with samples, float64 log-weights, diagnostics and cost.
@@ -421,27 +424,53 @@ def ais(
     )
     dtype = jnp.float64 if precision == "float64" else jnp.float32
 
-    def run(key, lam, eps_seq):
+    def init(key):
         k0, kr = jax.random.split(key)
         x0 = jnp.asarray(sample_0(k0, n_chains), dtype)
-        state = ais_init(x0, step_size=eps0, **kw)
-        keys = jax.random.split(kr, n_steps)
+        return ais_init(x0, step_size=eps0, **kw), jax.random.split(kr, n_steps)
 
+    def run_chunk(state, keys, lam_prev, lam_next, eps):
         def body(state, xs):
             k, lp, ln, e = xs
             return ais_step(k, state, lp, ln, step_size=e if fixed else None, **step_kw)
 
-        state, info = jax.lax.scan(body, state, (keys, lam[:-1], lam[1:], eps_seq))
-        return state.chains.position, state.chains.log_weight, info
+        return jax.lax.scan(body, state, (keys, lam_prev, lam_next, eps))
 
+    # The scan runs in equal chunks (a divisor of K) so that a progress bar can advance between
+    # them; the chunk function compiles once and the chains never leave the device.
+    n_chunks = max(d for d in range(1, min(n_steps, 25) + 1) if n_steps % d == 0)
+    size = n_steps // n_chunks
     with jax.enable_x64(precision == "float64"):
-        args = (key, jnp.asarray(lam, dtype), jnp.asarray(eps_seq, dtype))
         t0 = time.perf_counter()
-        compiled = jax.jit(run).lower(*args).compile()
+        lam_d, eps_d = jnp.asarray(lam, dtype), jnp.asarray(eps_seq, dtype)
+        init_c = jax.jit(init).lower(key).compile()
+        state, keys = init_c(key)
+        chunk_args = (state, keys[:size], lam_d[:size], lam_d[1 : size + 1], eps_d[:size])
+        chunk_c = jax.jit(run_chunk).lower(*chunk_args).compile()
         t1 = time.perf_counter()
-        out = jax.block_until_ready(compiled(*args))
+        state, keys = jax.block_until_ready(init_c(key))
+        infos = []
+        bar = tqdm(
+            total=n_steps,
+            desc=progress if isinstance(progress, str) else "ais",
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        for c in range(n_chunks):
+            sl = slice(c * size, (c + 1) * size)
+            state, info = chunk_c(
+                state, keys[sl], lam_d[sl], lam_d[c * size + 1 : (c + 1) * size + 1], eps_d[sl]
+            )
+            if progress:
+                jax.block_until_ready(state)
+                bar.update(size)
+            infos.append(info)
+        bar.close()
+        state = jax.block_until_ready(state)
         t2 = time.perf_counter()
-        pos, logw, info = jax.device_get(out)
+        pos, logw = jax.device_get((state.chains.position, state.chains.log_weight))
+        info = jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a]), *infos)
 
     n_grad = n_leapfrog if kernel == "hmc" else 1
     return AISResult(

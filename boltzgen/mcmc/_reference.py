@@ -106,6 +106,7 @@ def anneal_reference(
     target_accept: float | None = None,
     pilot_chains: int | None = None,
     precision: str = "float64",
+    progress: bool = False,
 ) -> ReferenceResult:
     r"""Reference ln Z of ``system`` at β by AIS from an exactly solvable ``reference_system``.
 
@@ -132,6 +133,7 @@ def anneal_reference(
             a trap).
         target_accept: target mean acceptance.
         pilot_chains: chains of the pilot run (default max(64, M/8)); 0 disables the pilot.
+        progress: progress bars for the pilot and main runs.
         precision: ``"float64"`` (default) or ``"float32"``.
 
     Returns:
@@ -178,10 +180,22 @@ def anneal_reference(
     wall = 0.0
     comp = 0.0
     if pilot_chains:
-        pilot = ais(key_pilot, n_chains=pilot_chains, step_size=step_size, **common)
+        pilot = ais(
+            key_pilot,
+            n_chains=pilot_chains,
+            step_size=step_size,
+            progress="ais pilot" if progress else False,
+            **common,
+        )
         step_size = pilot.step_sizes
         evals, wall, comp = pilot.n_energy_evals, pilot.wall_time, pilot.compile_time
-    main = ais(key_main, n_chains=n_chains, step_size=step_size, **common)
+    main = ais(
+        key_main,
+        n_chains=n_chains,
+        step_size=step_size,
+        progress="ais" if progress else False,
+        **common,
+    )
     w = main.log_weights
     return ReferenceResult(
         method="ais",
