@@ -28,11 +28,9 @@ BETA = 10.0
 SYSTEM = CoulombGas(6, 2)
 
 CONFIGS = {
-    "equivariant-spline": ("equivariant", dict(transform="spline")),
+    "equivariant-spline": ("equivariant", dict(transform="spline")),  # the default (hidden 32)
     "equivariant-affine": ("equivariant", dict(transform="affine")),
-    "equivariant-spline-h32": ("equivariant", dict(transform="spline", hidden=32)),
-    "equivariant-affine-h32": ("equivariant", dict(transform="affine", hidden=32)),
-    "equivariant-spline-h32-L6-d1": ("equivariant", dict(transform="spline", hidden=32, n_layers=6, depth=1)),
+    "equivariant-spline-h64": ("equivariant", dict(transform="spline", hidden=64)),
     "realnvp-affine(ordered)": ("realnvp", dict(transform="affine")),
     "realnvp-spline(ordered)": ("realnvp", dict(transform="spline")),
 }

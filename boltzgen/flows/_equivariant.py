@@ -119,13 +119,19 @@ class EquivariantFlow(AbstractSampler):
         dim: d ≥ 2 (for d = 1 use :class:`OrderedFlow`).
         key: PRNG key for the initial weights.
         n_layers: number of coupling layers (a multiple of d transforms each coordinate equally).
-        hidden: width of the ψ and φ MLPs.
+        hidden: width of the pair features and of the φ MLP.
         depth: hidden layers of each MLP.
         transform: "affine" or "spline".
         n_bins: spline bins K.
         interval: spline half-width B (data beyond ±B pass through as the identity).
         scale_clamp: bound on the affine log-scale.
         base_scale: initial σ.
+
+    Measured (CoulombGas(6, 2), β = 10, reverse KL, batch 256-512, lr 1e-3-3e-3): it
+    plateaus at a variational bound ≈ 199-203 with Kish ESS ≈ 0.3-0.5 %, whereas OrderedFlow
+    reaches ≈ 170 with ESS 6-15 %; but OrderedFlow's IS ln Z came out 1.5-2 nats BELOW this
+    flow's on the same system (a sign of the missed mass near tied first coordinates, see
+    OrderedFlow). hidden 32 and 64, 8 and 16 layers, affine and spline all plateau alike.
 
     Raises:
         ValueError: for d = 1 (one coordinate leaves nothing to condition on) or bad sizes.
@@ -143,7 +149,7 @@ class EquivariantFlow(AbstractSampler):
         *,
         key: PRNGKeyArray,
         n_layers: int = 8,
-        hidden: int = 64,
+        hidden: int = 32,
         depth: int = 2,
         transform: str = "spline",
         n_bins: int = 8,

@@ -77,7 +77,7 @@ SAMPLERS: dict[str, SamplerEntry] = {
         "permutation-equivariant coupling flow (DeepSets conditioner) for particles, d >= 2",
         {
             "n_layers": (int, 8, "coupling layers, cycling through the d coordinates"),
-            "hidden": (int, 64, "width of the ψ (pair) and φ (node) MLPs"),
+            "hidden": (int, 32, "width of the pair features and of the φ (node) MLP"),
             "depth": (int, 2, "hidden layers per MLP"),
             "transform": (str, "spline", _TRANSFORM_DOC),
             "n_bins": (int, 8, "spline bins (transform = 'spline')"),
