@@ -66,7 +66,9 @@ def timed(fn, reps):
 
 
 def probe(sampler, n=16384, chunk=4096, seed=123):
-    draw = eqx.filter_jit(lambda s, k: (lambda x, lq: (energy_batch(x), lq))(*s.sample_and_log_prob(chunk, key=k)))
+    draw = eqx.filter_jit(
+        lambda s, k: (lambda x, lq: (energy_batch(x), lq))(*s.sample_and_log_prob(chunk, key=k))
+    )
     es, lqs = [], []
     for k in jax.random.split(jax.random.key(seed), n // chunk):
         e, lq = draw(sampler, k)
@@ -86,13 +88,18 @@ def probe(sampler, n=16384, chunk=4096, seed=123):
 
 def run(name, kind, hyper, steps, lr, quality):
     sampler = make_sampler(kind, SYSTEM, key=jax.random.key(0), **hyper)
-    n_par = sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(sampler, eqx.is_inexact_array)))
+    n_par = sum(
+        x.size for x in jax.tree_util.tree_leaves(eqx.filter(sampler, eqx.is_inexact_array))
+    )
     row = dict(name=name, params=n_par)
     for b in (512, 4096):
         f = eqx.filter_jit(lambda s, k, b=b: s.sample_and_log_prob(b, key=k))
         dt = timed(lambda i, f=f: f(sampler, jax.random.key(i)), reps=5 if b == 4096 else 20)
         row[f"samples/s@{b}"] = b / dt
-    opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(optax.cosine_decay_schedule(lr, max(steps, 1), 0.05)))
+    opt = optax.chain(
+        optax.clip_by_global_norm(10.0),
+        optax.adam(optax.cosine_decay_schedule(lr, max(steps, 1), 0.05)),
+    )
     step = make_step(opt, 512)
     opt_state = opt.init(eqx.filter(sampler, eqx.is_inexact_array))
     s0, o0, _ = step(sampler, opt_state, jax.random.key(1))  # compile
@@ -122,15 +129,31 @@ def main():
     ap.add_argument("--no-quality", action="store_true")
     args = ap.parse_args()
     names = args.only or list(CONFIGS)
-    print(f"CoulombGas(6, 2), beta={BETA}, device={jax.devices()[0].platform}, steps={args.steps}, lr={args.lr} (cosine)")
-    cols = ["name", "params", "samples/s@512", "samples/s@4096", "steps/s@512", "train_s", "ess_frac", "bound", "log_z"]
+    print(
+        f"CoulombGas(6, 2), beta={BETA}, device={jax.devices()[0].platform}, steps={args.steps}, lr={args.lr} (cosine)"
+    )
+    cols = [
+        "name",
+        "params",
+        "samples/s@512",
+        "samples/s@4096",
+        "steps/s@512",
+        "train_s",
+        "ess_frac",
+        "bound",
+        "log_z",
+    ]
     print(" | ".join(cols), flush=True)
     for name in names:
         kind, hyper = CONFIGS[name]
         row = run(name, kind, hyper, args.steps, args.lr, not args.no_quality)
-        print(" | ".join(
-            f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "-")) for c in cols
-        ), flush=True)
+        print(
+            " | ".join(
+                f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "-"))
+                for c in cols
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

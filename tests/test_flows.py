@@ -34,7 +34,9 @@ def perturb(sampler, scale=0.1, seed=0):
     params, static = eqx.partition(sampler, eqx.is_inexact_array)
     leaves, tdef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    noisy = [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
+    noisy = [
+        leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)
+    ]
     return eqx.combine(jax.tree_util.tree_unflatten(tdef, noisy), static)
 
 
@@ -48,7 +50,11 @@ def flows(transform, extra=False):
     if not extra:
         return [
             ("realnvp", perturb(RealNVP((5,), key=key, transform=transform, **SMALL)), (5,)),
-            ("equivariant", perturb(EquivariantFlow(3, 2, key=key, transform=transform, **SMALL)), (3, 2)),
+            (
+                "equivariant",
+                perturb(EquivariantFlow(3, 2, key=key, transform=transform, **SMALL)),
+                (3, 2),
+            ),
             (
                 "ordered",
                 perturb(OrderedFlow(RealNVP((3,), key=key, transform=transform, **SMALL), 3, 1)),
@@ -57,8 +63,16 @@ def flows(transform, extra=False):
         ]
     return [
         ("realnvp2d", perturb(RealNVP((3, 2), key=key, transform=transform, **SMALL)), (3, 2)),
-        ("equivariant3d", perturb(EquivariantFlow(3, 3, key=key, transform=transform, **SMALL)), (3, 3)),
-        ("ordered2d", perturb(OrderedFlow(RealNVP((4,), key=key, transform=transform, **SMALL), 2, 2)), (2, 2)),
+        (
+            "equivariant3d",
+            perturb(EquivariantFlow(3, 3, key=key, transform=transform, **SMALL)),
+            (3, 3),
+        ),
+        (
+            "ordered2d",
+            perturb(OrderedFlow(RealNVP((4,), key=key, transform=transform, **SMALL), 2, 2)),
+            (2, 2),
+        ),
     ]
 
 
@@ -76,7 +90,9 @@ def test_spline_identity_inverse_and_tails():
         out = jnp.abs(x) >= 5.0
         np.testing.assert_array_equal(np.asarray(y)[out], np.asarray(x)[out])
         assert np.all(np.diff(np.asarray(y)) > 0)
-        dydx = jax.vmap(jax.grad(lambda a, q: rational_quadratic_spline(a, q, interval=5.0, n_bins=8)[0]))(x, p)
+        dydx = jax.vmap(
+            jax.grad(lambda a, q: rational_quadratic_spline(a, q, interval=5.0, n_bins=8)[0])
+        )(x, p)
         np.testing.assert_allclose(ld, jnp.log(dydx), atol=1e-9)
         xb, ldi = rational_quadratic_spline(y, p, interval=5.0, n_bins=8, inverse=True)
         np.testing.assert_allclose(xb, x, atol=1e-9)
@@ -88,8 +104,12 @@ def test_spline_identity_inverse_and_tails():
 
 @pytest.mark.parametrize(
     ("transform", "extra"),
-    [("affine", False), ("spline", False), pytest.param("affine", True, marks=pytest.mark.slow),
-     pytest.param("spline", True, marks=pytest.mark.slow)],
+    [
+        ("affine", False),
+        ("spline", False),
+        pytest.param("affine", True, marks=pytest.mark.slow),
+        pytest.param("spline", True, marks=pytest.mark.slow),
+    ],
 )
 def test_log_det_matches_jacobian(transform, extra):
     with jax.enable_x64(True):
@@ -128,13 +148,25 @@ def test_ordering_bijection():
 # --- sample / log_prob consistency ---------------------------------------------------------------
 
 SYSTEMS = [CoulombGas(3, 2), CoulombGas(3, 1), Gaussian.isotropic(3)]
-FAST = {("CoulombGas", 2, "equivariant", "spline"), ("CoulombGas", 1, "realnvp", "affine"),
-        ("Gaussian", 1, "realnvp", "spline")}
+FAST = {
+    ("CoulombGas", 2, "equivariant", "spline"),
+    ("CoulombGas", 1, "realnvp", "affine"),
+    ("Gaussian", 1, "realnvp", "spline"),
+}
 CASES = [
     pytest.param(
-        sys_, kind, transform,
-        marks=() if (type(sys_).__name__, sys_.event_shape[-1] if type(sys_).__name__ == "CoulombGas" else 1,
-                     kind, transform) in FAST else pytest.mark.slow,
+        sys_,
+        kind,
+        transform,
+        marks=()
+        if (
+            type(sys_).__name__,
+            sys_.event_shape[-1] if type(sys_).__name__ == "CoulombGas" else 1,
+            kind,
+            transform,
+        )
+        in FAST
+        else pytest.mark.slow,
     )
     for sys_ in SYSTEMS
     for kind in SAMPLERS
@@ -145,10 +177,14 @@ CASES = [
 
 @pytest.mark.parametrize(("system", "kind", "transform"), CASES, ids=lambda v: str(v)[:20])
 def test_round_trip_jit_and_dtypes(system, kind, transform):
-    sampler = perturb(make_sampler(kind, system, key=jax.random.key(0), transform=transform, **SMALL), 0.05)
+    sampler = perturb(
+        make_sampler(kind, system, key=jax.random.key(0), transform=transform, **SMALL), 0.05
+    )
     assert isinstance(sampler, AbstractSampler)
     assert tuple(sampler.event_shape) == tuple(system.event_shape)
-    x, lq = eqx.filter_jit(lambda s, k: s.sample_and_log_prob(64, key=k))(sampler, jax.random.key(1))
+    x, lq = eqx.filter_jit(lambda s, k: s.sample_and_log_prob(64, key=k))(
+        sampler, jax.random.key(1)
+    )
     assert x.shape == (64, *system.event_shape) and lq.shape == (64,)
     assert x.dtype == jnp.float32 and lq.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(x))) and bool(jnp.all(jnp.isfinite(lq)))
@@ -165,7 +201,9 @@ def test_round_trip_jit_and_dtypes(system, kind, transform):
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)
     # float64 inputs with float32 parameters: float64 log q, same values
     with jax.enable_x64(True):
-        lq64 = eqx.filter_jit(lambda s, a: s.log_prob(a))(sampler, jnp.asarray(np.asarray(x), jnp.float64))
+        lq64 = eqx.filter_jit(lambda s, a: s.log_prob(a))(
+            sampler, jnp.asarray(np.asarray(x), jnp.float64)
+        )
         assert lq64.dtype == jnp.float64
         np.testing.assert_allclose(lq64, lq, atol=2e-3, rtol=1e-4)
 
@@ -211,8 +249,12 @@ def test_normalised_equivariant_4d_importance():
 
 @pytest.mark.parametrize(
     ("transform", "extra"),
-    [("spline", False), pytest.param("affine", False, marks=pytest.mark.slow),
-     pytest.param("spline", True, marks=pytest.mark.slow), pytest.param("affine", True, marks=pytest.mark.slow)],
+    [
+        ("spline", False),
+        pytest.param("affine", False, marks=pytest.mark.slow),
+        pytest.param("spline", True, marks=pytest.mark.slow),
+        pytest.param("affine", True, marks=pytest.mark.slow),
+    ],
 )
 def test_permutation_invariance(transform, extra):
     key = jax.random.key(0)
@@ -261,7 +303,9 @@ def test_registry_and_errors():
     assert default_sampler_kind(gas1) == "realnvp"
     assert default_sampler_kind(Gaussian.isotropic(3)) == "realnvp"
     assert isinstance(make_sampler("realnvp", gas1, key=jax.random.key(0)), OrderedFlow)
-    assert isinstance(make_sampler("realnvp", Gaussian.isotropic(3), key=jax.random.key(0)), RealNVP)
+    assert isinstance(
+        make_sampler("realnvp", Gaussian.isotropic(3), key=jax.random.key(0)), RealNVP
+    )
     assert isinstance(make_sampler("equivariant", gas2, key=jax.random.key(0)), EquivariantFlow)
     with pytest.raises(ValueError, match="'nope'.*realnvp, equivariant"):
         make_sampler("nope", gas2, key=jax.random.key(0))

@@ -46,8 +46,21 @@ class EquivariantCoupling(eqx.Module):
     rbf_max: float = eqx.field(static=True)
     n_rbf: int = eqx.field(static=True)
 
-    def __init__(self, dim, coord, *, key, hidden, depth, transform, n_bins, interval, scale_clamp,
-                 n_rbf=16, rbf_max=4.0):
+    def __init__(
+        self,
+        dim,
+        coord,
+        *,
+        key,
+        hidden,
+        depth,
+        transform,
+        n_bins,
+        interval,
+        scale_clamp,
+        n_rbf=16,
+        rbf_max=4.0,
+    ):
         m = dim - 1
         k1, k2, k3, k4 = jax.random.split(key, 4)
         self.pair_self = eqx.nn.Linear(m, hidden, key=k1)
@@ -74,7 +87,9 @@ class EquivariantCoupling(eqx.Module):
         dist = jnp.sqrt(jnp.sum(diff * diff, axis=-1) + _DIST_EPS)  # (N, N)
         centres = jnp.linspace(0.0, self.rbf_max, self.n_rbf)
         width = self.rbf_max / (self.n_rbf - 1)
-        rbf = jnp.exp(-0.5 * ((dist[..., None] - centres[None, None, :]) / width) ** 2)  # (N, N, n_rbf)
+        rbf = jnp.exp(
+            -0.5 * ((dist[..., None] - centres[None, None, :]) / width) ** 2
+        )  # (N, N, n_rbf)
         h_self = jax.vmap(self.pair_self)(a)  # (N, H)
         h_other = jax.vmap(self.pair_other)(a)  # (N, H)
         h_rbf = rbf @ self.pair_rbf.weight.T  # (N, N, H)
@@ -94,11 +109,11 @@ class EquivariantCoupling(eqx.Module):
         return x.at[:, self.coord].set(y), jnp.sum(ld)
 
     def forward(self, x):
-        """y = layer(x) on ONE configuration (N, d), with ln|det ∂y/∂x|."""
+        """Y = layer(x) on ONE configuration (N, d), with ln|det ∂y/∂x|."""
         return self._apply(x, inverse=False)
 
     def inverse(self, y):
-        """x = layer⁻¹(y) on ONE configuration, with ln|det ∂x/∂y|."""
+        """X = layer⁻¹(y) on ONE configuration, with ln|det ∂x/∂y|."""
         return self._apply(y, inverse=True)
 
 
@@ -162,8 +177,13 @@ class EquivariantFlow(AbstractSampler):
                 "EquivariantFlow needs dim >= 2 (with one coordinate per particle there is "
                 "nothing to condition on); use OrderedFlow / sampler kind 'realnvp' for dim = 1"
             )
-        for name, v in (("n_particles", n_particles), ("dim", dim), ("n_layers", n_layers),
-                        ("hidden", hidden), ("n_bins", n_bins)):
+        for name, v in (
+            ("n_particles", n_particles),
+            ("dim", dim),
+            ("n_layers", n_layers),
+            ("hidden", hidden),
+            ("n_bins", n_bins),
+        ):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if transform not in TRANSFORMS:
@@ -172,9 +192,17 @@ class EquivariantFlow(AbstractSampler):
             raise ValueError("interval, scale_clamp and base_scale must be positive")
         keys = jax.random.split(key, n_layers)
         self.layers = tuple(
-            EquivariantCoupling(dim, layer % dim, key=k, hidden=hidden, depth=depth,
-                                transform=transform, n_bins=n_bins, interval=float(interval),
-                                scale_clamp=float(scale_clamp))
+            EquivariantCoupling(
+                dim,
+                layer % dim,
+                key=k,
+                hidden=hidden,
+                depth=depth,
+                transform=transform,
+                n_bins=n_bins,
+                interval=float(interval),
+                scale_clamp=float(scale_clamp),
+            )
             for layer, k in enumerate(keys)
         )
         self.log_sigma = jnp.asarray(jnp.log(base_scale), dtype=jnp.float32)
@@ -187,7 +215,7 @@ class EquivariantFlow(AbstractSampler):
         return (self.n_particles, self.dim)
 
     def transform_and_log_det(self, z):
-        """x = f(z) for ONE configuration z ~ N(0, I), with ln|det ∂x/∂z|."""
+        """X = f(z) for ONE configuration z ~ N(0, I), with ln|det ∂x/∂z|."""
         x = jnp.exp(self.log_sigma) * z
         logdet = z.size * self.log_sigma
         for layer in self.layers:
@@ -196,7 +224,7 @@ class EquivariantFlow(AbstractSampler):
         return x, logdet
 
     def inverse_and_log_det(self, x):
-        """z = f⁻¹(x) for ONE configuration, with ln|det ∂z/∂x|."""
+        """Z = f⁻¹(x) for ONE configuration, with ln|det ∂z/∂x|."""
         logdet = jnp.zeros((), x.dtype)
         for layer in reversed(self.layers):
             x, ld = layer.inverse(x)
@@ -213,7 +241,7 @@ class EquivariantFlow(AbstractSampler):
         return x, log_base - logdet
 
     def log_prob(self, x: Float[Array, "n N d"]) -> Float[Array, " n"]:
-        """ln q(x) = ln N(f⁻¹(x)) + ln|det ∂f⁻¹/∂x| for a batch."""
+        """Ln q(x) = ln N(f⁻¹(x)) + ln|det ∂f⁻¹/∂x| for a batch."""
         check_batch(self, x)
         z, logdet = jax.vmap(self.inverse_and_log_det)(x)
         return -0.5 * jnp.sum(z * z, axis=(1, 2)) - 0.5 * z[0].size * LOG_2PI + logdet

@@ -28,6 +28,6 @@ def std_normal_log_prob(z):
 
 
 def param_dtype(module) -> jnp.dtype:
-    """dtype of the first inexact array leaf of ``module`` (the networks' float precision)."""
+    """Dtype of the first inexact array leaf of ``module`` (the networks' float precision)."""
     leaves = jax.tree_util.tree_leaves(eqx.filter(module, eqx.is_inexact_array))
     return leaves[0].dtype if leaves else jnp.float32

@@ -91,7 +91,7 @@ class OrderedFlow(AbstractSampler):
 
     @property
     def log_n_factorial(self) -> float:
-        """ln N!."""
+        """Ln N!."""
         return math.lgamma(self.n_particles + 1)
 
     def transform_and_log_det(self, z):
@@ -103,7 +103,7 @@ class OrderedFlow(AbstractSampler):
     def sample_and_log_prob(
         self, n: int, *, key: PRNGKeyArray
     ) -> tuple[Float[Array, "n N d"], Float[Array, " n"]]:
-        """y ~ q_D, then a uniformly random relabelling; ln q = ln q_D(y) - ln N!."""
+        """Y ~ q_D, then a uniformly random relabelling; ln q = ln q_D(y) - ln N!."""
         k_inner, k_perm = jax.random.split(key)
         u, log_q_inner = self.inner.sample_and_log_prob(n, key=k_inner)
         y, ld = jax.vmap(order_forward)(u.reshape(n, *self.event_shape))
@@ -112,7 +112,7 @@ class OrderedFlow(AbstractSampler):
         return x, log_q_inner - ld - self.log_n_factorial
 
     def log_prob(self, x: Float[Array, "n N d"]) -> Float[Array, " n"]:
-        """ln q(x) = ln q_g(O⁻¹(sort x)) + ln|det ∂O⁻¹/∂y| - ln N!."""
+        """Ln q(x) = ln q_g(O⁻¹(sort x)) + ln|det ∂O⁻¹/∂y| - ln N!."""
         check_batch(self, x)
         y = sort_particles(x)
         u, ld = jax.vmap(order_inverse)(y)

@@ -119,7 +119,9 @@ class RealNVP(AbstractSampler):
         n_par = n_params(transform, n_bins)
         keys = jax.random.split(key, n_layers)
         self.couplings = tuple(
-            _Coupling(zero_last_mlp(max(len(c), 1), len(t) * n_par, hidden, depth, key=k), t, c, n_par)
+            _Coupling(
+                zero_last_mlp(max(len(c), 1), len(t) * n_par, hidden, depth, key=k), t, c, n_par
+            )
             for (t, c), k in zip(_masks(dim, n_layers), keys, strict=True)
         )
         self.shift = jnp.zeros(dim) if learn_affine else None
@@ -147,7 +149,7 @@ class RealNVP(AbstractSampler):
         )
 
     def transform_and_log_det(self, z):
-        """x = f(z) for ONE configuration z (event shape), with ln|det ∂x/∂z|."""
+        """X = f(z) for ONE configuration z (event shape), with ln|det ∂x/∂z|."""
         x = z.reshape(-1)
         logdet = jnp.zeros((), x.dtype)
         if self.log_scale is not None:
@@ -161,7 +163,7 @@ class RealNVP(AbstractSampler):
         return x.reshape(self.shape), logdet
 
     def inverse_and_log_det(self, x):
-        """z = f⁻¹(x) for ONE configuration x, with ln|det ∂z/∂x|."""
+        """Z = f⁻¹(x) for ONE configuration x, with ln|det ∂z/∂x|."""
         z = x.reshape(-1)
         logdet = jnp.zeros((), z.dtype)
         for layer in reversed(self.couplings):
@@ -183,7 +185,7 @@ class RealNVP(AbstractSampler):
         return x, jax.vmap(std_normal_log_prob)(z) - logdet
 
     def log_prob(self, x: Float[Array, "n ..."]) -> Float[Array, " n"]:
-        """ln q(x) = ln N(f⁻¹(x)) + ln|det ∂f⁻¹/∂x| for a batch."""
+        """Ln q(x) = ln N(f⁻¹(x)) + ln|det ∂f⁻¹/∂x| for a batch."""
         check_batch(self, x)
         z, logdet = jax.vmap(self.inverse_and_log_det)(x)
         return jax.vmap(std_normal_log_prob)(z) + logdet

@@ -126,7 +126,11 @@ def make_sampler(kind: str, system, *, key: PRNGKeyArray, **hyper) -> AbstractSa
         value = full[name]
         bad_bool = isinstance(value, bool) and types is not bool
         if bad_bool or not isinstance(value, types):
-            want = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+            want = (
+                types.__name__
+                if isinstance(types, type)
+                else " or ".join(t.__name__ for t in types)
+            )
             raise ValueError(f"sampler.{name} must be {want}, got {value!r}")
     return entry.build(system, key=key, **full)
 
