@@ -169,13 +169,21 @@ def run(
         sampler: a sampler kind (``"auto"``, ``"equivariant"``, ``"realnvp"``) or an
             ``AbstractSampler`` instance to train.
         sampler_options: hyper-parameters of the sampler kind.
-        steps, batch_size, learning_rate, clip, objective: training settings.
-        n_samples, chunk_size, n_boot: estimation settings (samples of q, chunk, bootstrap).
+        steps: optimisation steps.
+        batch_size: samples of q per step.
+        learning_rate: peak learning rate (warm-up, then cosine decay).
+        clip: global gradient-norm clip.
+        objective: training objective (``"reverse_kl"``).
+        n_samples: samples of q for the estimates.
+        chunk_size: samples drawn per device call in the estimation phase.
+        n_boot: bootstrap resamples for the importance-sampling error (0 = none).
         reference: ``"auto"``, ``"ais"`` or ``"none"``.
         reference_options: keyword arguments of the reference method.
         indistinguishable: subtract ln N! from every ln Z (identical particles).
         seed: the run's seed; the run is reproducible from it.
-        checkpoint_path, checkpoint_every, resume: training checkpoints.
+        checkpoint_path: training checkpoint file (atomically replaced), or None.
+        checkpoint_every: checkpoint period in steps.
+        resume: continue from ``checkpoint_path`` if it exists.
         progress: progress bars and phase messages.
         spec_text: the TOML spec to store in the results file.
 

@@ -17,16 +17,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="boltzgen", description="Boltzmann-generator free energies with error bars and bounds.")
+    p = _Parser(
+        prog="boltzgen", description="Boltzmann-generator free energies with error bars and bounds."
+    )
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     r = sub.add_parser("run", help="train a sampler and estimate the free energy of a run spec")
     r.add_argument("spec", nargs="?", help="TOML run spec (default: the built-in Coulomb-gas demo)")
     r.add_argument("--out", help="results file (HDF5); default runs/out/<spec name>.h5")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a spec value, e.g. --set ensemble.beta=2.0 (repeatable)")
-    r.add_argument("--resume", action="store_true", help="continue training from OUT.ckpt if it exists")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a spec value, e.g. --set ensemble.beta=2.0 (repeatable)",
+    )
+    r.add_argument(
+        "--resume", action="store_true", help="continue training from OUT.ckpt if it exists"
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sub.add_parser("systems", help="list the built-in systems and their parameters")
@@ -52,9 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     from boltzgen.config import SpecError
 
     try:
-        return {"run": _cmd_run, "systems": _cmd_systems, "samplers": _cmd_samplers, "report": _cmd_report}[
-            args.command
-        ](args)
+        return {
+            "run": _cmd_run,
+            "systems": _cmd_systems,
+            "samplers": _cmd_samplers,
+            "report": _cmd_report,
+        }[args.command](args)
     except SpecError as err:
         print(f"boltzgen: error: {err}", file=sys.stderr)
         return 2
@@ -81,7 +94,9 @@ def _cmd_run(args) -> int:
 
     import boltzgen as bg
 
-    system = bg.systems.make_system(spec["system"]["kind"], **{k: v for k, v in spec["system"].items() if k != "kind"})
+    system = bg.systems.make_system(
+        spec["system"]["kind"], **{k: v for k, v in spec["system"].items() if k != "kind"}
+    )
     sampler = dict(spec["sampler"])
     reference = dict(spec["reference"])
     tr, es = spec["train"], spec["estimate"]

@@ -47,8 +47,12 @@ _TYPES = {
     "estimate": {"n_samples": _INT, "chunk_size": _INT, "n_boot": _INT},
 }
 _POSITIVE = {
-    "ensemble.beta", "train.batch_size", "train.learning_rate", "train.clip",
-    "train.checkpoint_every", "estimate.chunk_size",
+    "ensemble.beta",
+    "train.batch_size",
+    "train.learning_rate",
+    "train.clip",
+    "train.checkpoint_every",
+    "estimate.chunk_size",
 }
 
 
@@ -134,7 +138,11 @@ def validate(raw: dict) -> dict:
                 raise SpecError(f"unknown key {name}.{key}; valid: {', '.join(types)}")
             want = types[key]
             if (isinstance(value, bool) and bool not in want) or not isinstance(value, want):
-                names = " or ".join("number" if t is float else t.__name__ for t in want if not (t is int and float in want))
+                names = " or ".join(
+                    "number" if t is float else t.__name__
+                    for t in want
+                    if not (t is int and float in want)
+                )
                 raise SpecError(f"{name}.{key} must be {names}, got {value!r}")
             if f"{name}.{key}" in _POSITIVE and not value > 0:
                 raise SpecError(f"{name}.{key} must be positive, got {value!r}")
@@ -150,7 +158,8 @@ def validate(raw: dict) -> dict:
 
     if spec["train"]["objective"] not in OBJECTIVES:
         raise SpecError(
-            f"unknown train.objective {spec['train']['objective']!r}; valid: {', '.join(OBJECTIVES)}"
+            f"unknown train.objective {spec['train']['objective']!r}; "
+            f"valid: {', '.join(OBJECTIVES)}"
         )
 
     # System: the registry knows its keys.
@@ -175,7 +184,8 @@ def validate(raw: dict) -> dict:
     bad = set(samp) - set(entry.params)
     if bad:
         raise SpecError(
-            f"unknown key sampler.{sorted(bad)[0]} for sampler {skind!r}; valid: {', '.join(entry.params)}"
+            f"unknown key sampler.{sorted(bad)[0]} for sampler {skind!r}; "
+            f"valid: {', '.join(entry.params)}"
         )
     spec["sampler"] = {"kind": skind, **entry.defaults(), **samp}
 
@@ -188,11 +198,14 @@ def validate(raw: dict) -> dict:
     bad = set(ref) - set(valid)
     if bad:
         raise SpecError(
-            f"unknown key reference.{sorted(bad)[0]} for method {method!r}; valid: method, {', '.join(valid)}"
+            f"unknown key reference.{sorted(bad)[0]} for method {method!r}; "
+            f"valid: method, {', '.join(valid)}"
         )
     for key, value in ref.items():
         default = valid[key]
-        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, type(default) if not isinstance(default, float) else (int, float)):
+        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
+            value, type(default) if not isinstance(default, float) else (int, float)
+        ):
             raise SpecError(f"reference.{key} must be {type(default).__name__}, got {value!r}")
     spec["reference"] = {"method": method, **valid, **ref}
     return spec
@@ -220,7 +233,11 @@ def _toml_value(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+        return (
+            repr(v)
+            if math.isfinite(v)
+            else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+        )
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list | tuple):

@@ -72,7 +72,7 @@ class Result:
     params: list[np.ndarray] = field(default_factory=list)
     device: str = ""
     created: str = field(
-        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     )
 
     # ------------------------------------------------------------------ writing
@@ -173,7 +173,10 @@ class Result:
             f"{k}={v}" for k, v in self.system.items() if k != "kind"
         )
         lines = [f"{head}   β = {self.beta:g}   seed = {self.seed}"]
-        cols = f"{'method':<16}{'kind':<13}{'βF':>14}{'± stderr':>11}{'ln Z':>14}{'ESS':>10}{'n':>9}  notes"
+        cols = (
+            f"{'method':<16}{'kind':<13}{'βF':>14}{'± stderr':>11}{'ln Z':>14}{'ESS':>10}{'n':>9}"
+            "  notes"
+        )
         lines += [cols, "-" * len(cols)]
         rows = [("", m, e) for m, e in self.estimates.items()]
         rows += [("ref:", m, e) for m, e in self.reference.items()]
@@ -187,15 +190,19 @@ class Result:
                 notes.append(f"bootstrap ±{e.extra['log_z_stderr_bootstrap']:.2g}")
             if "n_energy_evals" in e.extra:
                 notes.append(
-                    f"cost {e.extra['n_energy_evals']:.3g} energy evals, {e.extra.get('wall_time', math.nan):.1f} s"
+                    f"cost {e.extra['n_energy_evals']:.3g} energy evals, "
+                    f"{e.extra.get('wall_time', math.nan):.1f} s"
                 )
             ess = f"{e.ess:.4g}" if math.isfinite(e.ess) else "-"
             lines.append(
-                f"{prefix + method:<16}{_kind_label(e.kind):<13}{e.beta_f:>14.6f}{e.beta_f_stderr:>11.2g}"
+                f"{prefix + method:<16}{_kind_label(e.kind):<13}"
+                f"{e.beta_f:>14.6f}{e.beta_f_stderr:>11.2g}"
                 f"{e.log_z:>14.6f}{ess:>10}{e.n_samples:>9}  {'; '.join(notes)}"
             )
         if self.exact_log_z is not None:
-            lines.append(f"{'exact':<16}{'exact':<13}{-self.exact_log_z:>14.6f}{'':>11}{self.exact_log_z:>14.6f}")
+            lines.append(
+                f"{'exact':<16}{'exact':<13}{-self.exact_log_z:>14.6f}{'':>11}{self.exact_log_z:>14.6f}"
+            )
         lines.append("")
         lines += self.bracket_lines()
         if n:
@@ -206,12 +213,18 @@ class Result:
                     f"F/N = {best.beta_f / n / self.beta:.6f}"
                 )
         if self.timings:
-            lines.append("wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
+            lines.append(
+                "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())
+            )
         return "\n".join(lines)
 
     def best(self) -> Estimate | None:
         """The minimum-variance estimate of kind ``estimate`` among the sampler's estimates."""
-        cands = [e for e in self.estimates.values() if e.kind == "estimate" and math.isfinite(e.log_z_stderr)]
+        cands = [
+            e
+            for e in self.estimates.values()
+            if e.kind == "estimate" and math.isfinite(e.log_z_stderr)
+        ]
         return min(cands, key=lambda e: e.log_z_stderr) if cands else None
 
     def bracket_lines(self) -> list[str]:
@@ -243,7 +256,9 @@ class Result:
 
 
 def _kind_label(kind: str) -> str:
-    return {"estimate": "estimate", "upper_bound": "upper bound", "lower_bound": "lower bound"}[kind]
+    return {"estimate": "estimate", "upper_bound": "upper bound", "lower_bound": "lower bound"}[
+        kind
+    ]
 
 
 def _plain(v):

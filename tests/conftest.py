@@ -9,7 +9,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 def assert_allclose(actual, desired, *, rtol=1e-7, atol=0.0, err_msg=""):
     """The one array comparison of the test suite (NumPy's, on host copies)."""
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(desired), rtol=rtol, atol=atol, err_msg=err_msg)
+    np.testing.assert_allclose(
+        np.asarray(actual), np.asarray(desired), rtol=rtol, atol=atol, err_msg=err_msg
+    )
 
 
 def within_sigmas(value, target, stderr, n_sigma=4.0):

@@ -11,22 +11,37 @@ from boltzgen.cli import main
 from boltzgen.config import SpecError, apply_override, load_spec, to_toml, validate
 
 TINY = [
-    "--set", "system.n_particles=2",
-    "--set", "ensemble.beta=2.0",
-    "--set", "train.steps=20",
-    "--set", "train.batch_size=64",
-    "--set", "estimate.n_samples=512",
-    "--set", "estimate.chunk_size=256",
-    "--set", "estimate.n_boot=10",
-    "--set", "reference.n_chains=32",
-    "--set", "reference.n_steps=20",
+    "--set",
+    "system.n_particles=2",
+    "--set",
+    "ensemble.beta=2.0",
+    "--set",
+    "train.steps=20",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "estimate.n_samples=512",
+    "--set",
+    "estimate.chunk_size=256",
+    "--set",
+    "estimate.n_boot=10",
+    "--set",
+    "reference.n_chains=32",
+    "--set",
+    "reference.n_steps=20",
     "--quiet",
 ]
 
 
 def test_default_spec_is_the_seed_demo():
     spec = load_spec()
-    assert spec["system"] == {"kind": "coulomb", "n_particles": 6, "dim": 2, "trap": 1.0, "coupling": 1.0}
+    assert spec["system"] == {
+        "kind": "coulomb",
+        "n_particles": 6,
+        "dim": 2,
+        "trap": 1.0,
+        "coupling": 1.0,
+    }
     assert spec["ensemble"]["beta"] == 10.0
     assert spec["reference"]["method"] == "ais"
     assert spec["sampler"]["kind"] == "equivariant"
@@ -38,7 +53,12 @@ def test_overrides_are_parsed_as_toml():
     apply_override(raw, "system.n_particles=2")
     apply_override(raw, "sampler.kind=realnvp")
     apply_override(raw, "seed=3")
-    assert raw == {"ensemble": {"beta": 2.0}, "system": {"n_particles": 2}, "sampler": {"kind": "realnvp"}, "seed": 3}
+    assert raw == {
+        "ensemble": {"beta": 2.0},
+        "system": {"n_particles": 2},
+        "sampler": {"kind": "realnvp"},
+        "seed": 3,
+    }
     spec = validate(raw)
     assert spec["system"]["n_particles"] == 2 and spec["sampler"]["kind"] == "realnvp"
 
@@ -105,15 +125,30 @@ def test_cli_bad_input_exit_code_2_and_nothing_written(tmp_path, capsys):
 
 def test_cli_subprocess_no_traceback(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "boltzgen.cli", "run", "--set", "system.kind=nope", "--out", str(tmp_path / "x.h5")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "boltzgen.cli",
+            "run",
+            "--set",
+            "system.kind=nope",
+            "--out",
+            str(tmp_path / "x.h5"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "unknown system.kind 'nope'" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "boltzgen.cli", "frobnicate"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "boltzgen.cli", "frobnicate"], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "boltzgen.cli", "report", str(tmp_path / "none.h5")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "boltzgen.cli", "report", str(tmp_path / "none.h5")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "results file not found" in r.stderr
 
 

@@ -15,7 +15,11 @@ def test_coulomb_energy_by_hand():
     # trap: 0 + 1 + 4; pairs: 1/1 + 1/2 + 1/sqrt(5)
     expected = 5.0 + 1.0 + 0.5 + 1 / math.sqrt(5)
     assert_allclose(CoulombGas(3, 2).energy(x), expected, rtol=1e-6)
-    assert_allclose(CoulombGas(3, 2, trap=2.0, coupling=3.0).energy(x), 10 + 3 * (1.5 + 1 / math.sqrt(5)), rtol=1e-6)
+    assert_allclose(
+        CoulombGas(3, 2, trap=2.0, coupling=3.0).energy(x),
+        10 + 3 * (1.5 + 1 / math.sqrt(5)),
+        rtol=1e-6,
+    )
 
 
 def test_coulomb_ground_state_n6():
@@ -28,8 +32,13 @@ def test_coulomb_ground_state_n6():
         g = jax.jit(jax.grad(lambda v: sys6.energy(v.reshape(6, 2))))
         ang = 2 * np.pi * np.arange(5) / 5
         x0 = np.concatenate([[[0.01, 0.02]], np.stack([np.cos(ang), np.sin(ang)], 1)]).ravel()
-        res = so.minimize(lambda v: float(f(jnp.asarray(v))), x0, jac=lambda v: np.asarray(g(jnp.asarray(v))),
-                          method="BFGS", options={"gtol": 1e-10})
+        res = so.minimize(
+            lambda v: float(f(jnp.asarray(v))),
+            x0,
+            jac=lambda v: np.asarray(g(jnp.asarray(v))),
+            method="BFGS",
+            options={"gtol": 1e-10},
+        )
     assert abs(res.fun - 16.8273381) < 1e-6
 
 
@@ -40,7 +49,9 @@ def test_energy_gradient_finite_near_collision():
 
 
 def test_energy_shape_error_names_shapes():
-    with pytest.raises(ValueError, match=r"expects one configuration of shape \(6, 2\), got \(12,\)"):
+    with pytest.raises(
+        ValueError, match=r"expects one configuration of shape \(6, 2\), got \(12,\)"
+    ):
         CoulombGas(6, 2).energy(jnp.zeros(12))
 
 
@@ -53,13 +64,22 @@ def test_pair_log_z_against_full_quadrature(dim, beta):
     # integration method (Gauss-Laguerre-free scipy dblquad over (R, r)).
     if dim == 1:
         # x1, x2 on a line: E = x1² + x2² + 1/|x1 - x2|; integrate over x1 > x2 and double.
-        f = lambda x2, x1: math.exp(-beta * (x1 * x1 + x2 * x2 + 1.0 / (x1 - x2))) if x1 > x2 else 0.0
-        val, _ = integrate.dblquad(f, -8, 8, lambda x1: -8, lambda x1: x1, epsabs=1e-12, epsrel=1e-10)
+        f = lambda x2, x1: (
+            math.exp(-beta * (x1 * x1 + x2 * x2 + 1.0 / (x1 - x2))) if x1 > x2 else 0.0
+        )
+        val, _ = integrate.dblquad(
+            f, -8, 8, lambda x1: -8, lambda x1: x1, epsabs=1e-12, epsrel=1e-10
+        )
         expected = math.log(2 * val)
     else:
         # |R| radial × |r| radial with the explicit sphere areas.
         area = 2 * math.pi if dim == 2 else 4 * math.pi
-        f = lambda r, R: area**2 * R ** (dim - 1) * r ** (dim - 1) * math.exp(-beta * (2 * R * R + r * r / 2 + 1 / r))
+        f = lambda r, R: (
+            area**2
+            * R ** (dim - 1)
+            * r ** (dim - 1)
+            * math.exp(-beta * (2 * R * R + r * r / 2 + 1 / r))
+        )
         val, _ = integrate.dblquad(f, 0, 10, 1e-9, 20, epsabs=1e-14, epsrel=1e-10)
         expected = math.log(val)
     assert abs(coulomb_pair_log_z(beta, dim) - expected) < 1e-7
@@ -69,7 +89,9 @@ def test_exact_log_z_scaling_relation():
     # Z(β; κ, λ) = (λ/κ)^{dN/3} Z(β κ^{1/3} λ^{2/3}; 1, 1)  (PHYSICS.md), N = 2, d = 2.
     beta, kappa, lam, d, n = 1.7, 2.0, 0.5, 2, 2
     lhs = coulomb_pair_log_z(beta, d, kappa, lam)
-    rhs = (d * n / 3) * math.log(lam / kappa) + coulomb_pair_log_z(beta * kappa ** (1 / 3) * lam ** (2 / 3), d)
+    rhs = (d * n / 3) * math.log(lam / kappa) + coulomb_pair_log_z(
+        beta * kappa ** (1 / 3) * lam ** (2 / 3), d
+    )
     assert abs(lhs - rhs) < 1e-9
 
 
@@ -85,7 +107,9 @@ def test_gaussian_exact_log_z_by_quadrature():
     beta = 1.7
     with jax.enable_x64(True):
         e = jax.jit(lambda a, b: g.energy(jnp.stack([a, b])))
-        val, _ = integrate.dblquad(lambda b, a: math.exp(-beta * float(e(a, b))), -12, 12, -12, 12, epsrel=1e-10)
+        val, _ = integrate.dblquad(
+            lambda b, a: math.exp(-beta * float(e(a, b))), -12, 12, -12, 12, epsrel=1e-10
+        )
     assert abs(math.log(val) - g.exact_log_z(beta)) < 1e-7
 
 

@@ -9,7 +9,7 @@ from conftest import assert_allclose
 
 from boltzgen.flows import make_sampler
 from boltzgen.systems import CoulombGas, Gaussian
-from boltzgen.train import load_checkpoint, make_optimizer, make_step, reverse_kl_loss, train
+from boltzgen.train import make_optimizer, make_step, reverse_kl_loss, train
 
 
 def _leaves(s):
@@ -30,8 +30,16 @@ def test_step_traces_once_and_beta_does_not_recompile():
 def test_training_reduces_the_variational_bound_gaussian():
     system = Gaussian.isotropic(4, 0.5, mean=1.0)
     q = make_sampler("realnvp", system, key=jax.random.key(0), n_layers=4, hidden=32)
-    st = train(q, system.energy, 1.0, key=jax.random.key(1), steps=300, batch_size=256,
-               learning_rate=3e-3, progress=False)
+    st = train(
+        q,
+        system.energy,
+        1.0,
+        key=jax.random.key(1),
+        steps=300,
+        batch_size=256,
+        learning_rate=3e-3,
+        progress=False,
+    )
     loss = np.asarray(st.history["loss"])
     exact_beta_f = -system.exact_log_z(1.0)
     # KL(q‖p) = loss − βF starts large (mean 1, σ 0.5 vs a standard base) and ends small.
@@ -42,8 +50,11 @@ def test_training_reduces_the_variational_bound_gaussian():
 def test_checkpoint_resume_is_exact(tmp_path):
     system = CoulombGas(3, 2)
     ck = tmp_path / "c.ckpt"
-    kw = dict(key=jax.random.key(2), batch_size=64, learning_rate=1e-3, progress=False)
-    q0 = make_sampler("equivariant", system, key=jax.random.key(0))
+    # The schedule depends on the total number of steps: an interrupted run has the same one.
+    kw = dict(
+        key=jax.random.key(2), batch_size=64, optimizer=make_optimizer(1e-3, 20), progress=False
+    )
+    q0 = make_sampler("equivariant", system, key=jax.random.key(0), n_layers=2, hidden=16)
     full = train(q0, system.energy, 2.0, steps=20, **kw)
     # Interrupted after 10 steps (the checkpoint of step 10), then resumed to 20.
     part = train(q0, system.energy, 2.0, steps=10, checkpoint_path=ck, checkpoint_every=5, **kw)
@@ -58,13 +69,30 @@ def test_checkpoint_resume_is_exact(tmp_path):
 def test_checkpoint_for_another_sampler_is_refused(tmp_path):
     system = CoulombGas(3, 2)
     ck = tmp_path / "c.ckpt"
-    q = make_sampler("equivariant", system, key=jax.random.key(0))
-    train(q, system.energy, 2.0, key=jax.random.key(0), steps=2, batch_size=8, checkpoint_path=ck,
-          progress=False)
-    other = make_sampler("realnvp", system, key=jax.random.key(0))
+    q = make_sampler("equivariant", system, key=jax.random.key(0), n_layers=2, hidden=16)
+    train(
+        q,
+        system.energy,
+        2.0,
+        key=jax.random.key(0),
+        steps=2,
+        batch_size=8,
+        checkpoint_path=ck,
+        progress=False,
+    )
+    other = make_sampler("realnvp", system, key=jax.random.key(0), n_layers=2, hidden=16)
     with pytest.raises(ValueError, match="was it written for another sampler"):
-        train(other, system.energy, 2.0, key=jax.random.key(0), steps=4, batch_size=8,
-              checkpoint_path=ck, resume=True, progress=False)
+        train(
+            other,
+            system.energy,
+            2.0,
+            key=jax.random.key(0),
+            steps=4,
+            batch_size=8,
+            checkpoint_path=ck,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_nonfinite_samples_are_masked_and_counted():

@@ -73,7 +73,9 @@ class Estimate:
     def from_attrs(cls, attrs: dict) -> Estimate:
         """Inverse of :meth:`to_attrs`."""
         attrs = dict(attrs)
-        core = {k: attrs.pop(k) for k in ("method", "log_z", "log_z_stderr", "kind", "n_samples", "ess")}
+        core = {
+            k: attrs.pop(k) for k in ("method", "log_z", "log_z_stderr", "kind", "n_samples", "ess")
+        }
         for k in ("beta_f", "beta_f_stderr"):
             attrs.pop(k, None)
         return cls(

@@ -122,7 +122,9 @@ def importance_log_z(
     }
     if n_boot > 0:
         if rng is None:
-            raise ValueError("importance_log_z: n_boot > 0 needs an rng (np.random.default_rng(seed))")
+            raise ValueError(
+                "importance_log_z: n_boot > 0 needs an rng (np.random.default_rng(seed))"
+            )
         extra["log_z_stderr_bootstrap"] = bootstrap_log_z_stderr(w, rng=rng, n_boot=n_boot)
     log_z = float(logsumexp(w) - math.log(w.size)) if np.any(np.isfinite(w)) else -math.inf
     return Estimate(method, log_z, importance_stderr(w), "estimate", int(w.size), ess, extra)
@@ -142,11 +144,23 @@ def variational_bound(log_w, *, method: str = "variational") -> Estimate:
     finite = np.isfinite(w)
     wf = w[finite]
     if wf.size == 0:
-        return Estimate(method, -math.inf, math.inf, "upper_bound", int(w.size), math.nan,
-                        {"n_nonfinite": int(w.size)})
+        return Estimate(
+            method,
+            -math.inf,
+            math.inf,
+            "upper_bound",
+            int(w.size),
+            math.nan,
+            {"n_nonfinite": int(w.size)},
+        )
     stderr = float(np.std(wf, ddof=1) / math.sqrt(wf.size)) if wf.size > 1 else math.inf
     return Estimate(
-        method, float(np.mean(wf)), stderr, "upper_bound", int(w.size), math.nan,
+        method,
+        float(np.mean(wf)),
+        stderr,
+        "upper_bound",
+        int(w.size),
+        math.nan,
         {"n_nonfinite": int((~finite).sum())},
     )
 
@@ -178,6 +192,7 @@ def forward_bound(
         reduced_energy_plus_log_q: u(x_j) + ln q(x_j) at samples x_j of p (e.g. Monte Carlo).
         log_w_p: optional log-weights of those samples when they are weighted samples of p
             (e.g. annealed importance sampling); None for exact or equilibrium samples.
+        method: the estimate's name.
 
     Returns an ``lower_bound`` Estimate on βF, i.e. ``log_z`` = −E_p[u + ln q] ≥ ln Z in
     expectation. ``ess`` is the Kish ESS of the p-sample weights (M if unweighted).
@@ -190,4 +205,6 @@ def forward_bound(
         a = np.where(np.isfinite(a), a, np.inf)
     mean, err = weighted_mean(a, log_w_p)
     ess = float(a.size) if log_w_p is None else kish_ess(log_w_p)
-    return Estimate(method, -mean, err, "lower_bound", int(a.size), ess, {"n_nonfinite": n_nonfinite})
+    return Estimate(
+        method, -mean, err, "lower_bound", int(a.size), ess, {"n_nonfinite": n_nonfinite}
+    )

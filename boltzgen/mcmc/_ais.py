@@ -26,8 +26,8 @@ import blackjax.mcmc.mala as bj_mala
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 from jaxtyping import Array, Float
+from tqdm.auto import tqdm
 
 from boltzgen.estimators import importance_stderr, kish_ess, logmeanexp, normalised_weights
 

@@ -85,6 +85,10 @@ def make_system(kind: str, **params) -> AbstractSystem:
     for name, (types, _, _) in entry.params.items():
         value = full[name]
         if isinstance(value, bool) or not isinstance(value, types):
-            want = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+            want = (
+                types.__name__
+                if isinstance(types, type)
+                else " or ".join(t.__name__ for t in types)
+            )
             raise ValueError(f"system.{name} must be {want}, got {value!r}")
     return entry.build(**full)

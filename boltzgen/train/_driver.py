@@ -61,7 +61,7 @@ def make_step(
     *,
     max_traces: int | None = None,
 ):
-    """Build the jitted training step ``step(sampler, opt_state, beta, key) -> (sampler, opt_state, info)``.
+    """Build the jitted step ``step(sampler, opt_state, beta, key) -> (sampler, opt_state, info)``.
 
     The whole step (sampling, loss, gradient, update) is one ``eqx.filter_jit`` region; β is
     an array argument, so a temperature change does not recompile. ``max_traces`` makes a
@@ -138,9 +138,17 @@ def train(
         state = load_checkpoint(checkpoint_path, state)
     step_fn = make_step(optimizer, energy_fn, batch_size, objective)
     beta_arr = jnp.asarray(beta, jnp.float32)
-    t0 = time.perf_counter() - (state.history["wall_time"][-1] if state.history["wall_time"] else 0.0)
-    bar = tqdm(total=steps, initial=state.step, desc="train", disable=not progress, unit="step",
-               dynamic_ncols=True)
+    t0 = time.perf_counter() - (
+        state.history["wall_time"][-1] if state.history["wall_time"] else 0.0
+    )
+    bar = tqdm(
+        total=steps,
+        initial=state.step,
+        desc="train",
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+    )
     while state.step < steps:
         sampler, opt_state, info = step_fn(
             state.sampler, state.opt_state, beta_arr, jax.random.fold_in(key, state.step)
@@ -154,7 +162,9 @@ def train(
         if state.step % 10 == 0 or state.step == steps:
             bar.set_postfix(loss=f"{info['loss']:.4g}", ess=f"{info['ess_fraction']:.2f}")
         bar.update(1)
-        if checkpoint_path is not None and (state.step % checkpoint_every == 0 or state.step == steps):
+        if checkpoint_path is not None and (
+            state.step % checkpoint_every == 0 or state.step == steps
+        ):
             save_checkpoint(checkpoint_path, state)
     bar.close()
     return state
@@ -192,7 +202,10 @@ def load_checkpoint(path: str | os.PathLike, template: TrainState) -> TrainState
         for i, leaf in enumerate(leaves):
             a = stored[f"{i:05d}"][()]
             if a.shape != leaf.shape:
-                raise ValueError(f"checkpoint {os.fspath(path)!r}: array {i} has shape {a.shape}, expected {leaf.shape}")
+                raise ValueError(
+                    f"checkpoint {os.fspath(path)!r}: array {i} has shape {a.shape}, "
+                    f"expected {leaf.shape}"
+                )
             new.append(jnp.asarray(a, dtype=leaf.dtype))
         step = int(f.attrs["step"])
         history = {k: list(f["history"][k][()]) for k in f["history"]}

@@ -30,7 +30,9 @@ def reverse_kl_loss(sampler, energy_fn, beta, *, key, batch_size: int):
     n_ok = jnp.maximum(jnp.sum(finite), 1)
     loss = jnp.sum(jnp.where(finite, a, 0.0)) / n_ok
     log_w = jnp.where(finite, -a, -jnp.inf)
-    return loss, dict(n_nonfinite=jnp.sum(~finite).astype(jnp.int32), log_w=jax.lax.stop_gradient(log_w))
+    return loss, dict(
+        n_nonfinite=jnp.sum(~finite).astype(jnp.int32), log_w=jax.lax.stop_gradient(log_w)
+    )
 
 
 OBJECTIVES = {"reverse_kl": reverse_kl_loss}
