@@ -26,7 +26,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check boltzgen tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/throughput_flows.py
+	$(BIN)/python benchmarks/mcmc_reference.py
 
 clean:
 	rm -rf $(VENV) runs/out

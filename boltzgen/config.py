@@ -188,6 +188,14 @@ def validate(raw: dict) -> dict:
             f"valid: {', '.join(entry.params)}"
         )
     spec["sampler"] = {"kind": skind, **entry.defaults(), **samp}
+    from boltzgen.flows import make_sampler
+
+    try:  # building it checks types and that the sampler suits the system (cheap: an init)
+        import jax
+
+        make_sampler(skind, system, key=jax.random.key(0), **samp)
+    except ValueError as err:
+        raise SpecError(_prefix("sampler", err)) from None
 
     # Reference: the Monte Carlo method knows its keys.
     from boltzgen._run import reference_defaults, resolve_reference

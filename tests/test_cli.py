@@ -51,11 +51,12 @@ def test_overrides_are_parsed_as_toml():
     raw = {}
     apply_override(raw, "ensemble.beta=2.0")
     apply_override(raw, "system.n_particles=2")
+    apply_override(raw, "system.dim=1")
     apply_override(raw, "sampler.kind=realnvp")
     apply_override(raw, "seed=3")
     assert raw == {
         "ensemble": {"beta": 2.0},
-        "system": {"n_particles": 2},
+        "system": {"n_particles": 2, "dim": 1},
         "sampler": {"kind": "realnvp"},
         "seed": 3,
     }
@@ -86,6 +87,8 @@ def test_spec_round_trips_through_toml(tmp_path):
         ("train.objective=forward", "unknown train.objective 'forward'"),
         ("sampler.kind=magic", "unknown sampler.kind 'magic'"),
         ("sampler.depthh=3", "unknown key sampler.depthh"),
+        ("sampler.kind=realnvp", "sampler 'realnvp' on identical particles is exact only in d = 1"),
+        ("sampler.hidden=2.5", "sampler.hidden must be int"),
         ("reference.method=nuts", "unknown reference.method 'nuts'"),
         ("reference.n_chainz=3", "unknown key reference.n_chainz"),
         ("estimate.n_samples=1", "estimate.n_samples must be >= 2"),

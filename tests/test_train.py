@@ -80,7 +80,7 @@ def test_checkpoint_for_another_sampler_is_refused(tmp_path):
         checkpoint_path=ck,
         progress=False,
     )
-    other = make_sampler("realnvp", system, key=jax.random.key(0), n_layers=2, hidden=16)
+    other = make_sampler("equivariant", system, key=jax.random.key(0), n_layers=3, hidden=16)
     with pytest.raises(ValueError, match="was it written for another sampler"):
         train(
             other,
