@@ -87,7 +87,7 @@ def test_spec_round_trips_through_toml(tmp_path):
         ("train.objective=forward", "unknown train.objective 'forward'"),
         ("sampler.kind=magic", "unknown sampler.kind 'magic'"),
         ("sampler.depthh=3", "unknown key sampler.depthh"),
-        ("sampler.kind=realnvp", "sampler 'realnvp' on identical particles is exact only in d = 1"),
+        ("sampler.kind=realnvp", "sampler 'realnvp' on identical particles is reliable only in d = 1"),
         ("sampler.hidden=2.5", "sampler.hidden must be int"),
         ("reference.method=nuts", "unknown reference.method 'nuts'"),
         ("reference.n_chainz=3", "unknown key reference.n_chainz"),
@@ -189,3 +189,12 @@ def test_report_rejects_non_results_file(tmp_path, capsys):
         f["a"] = 1
     assert main(["report", str(p)]) == 2
     assert "not a boltzgen results file" in capsys.readouterr().err
+
+
+def test_example_specs_validate():
+    import glob
+
+    specs = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "runs", "*.toml")))
+    assert specs
+    for path in specs:
+        load_spec(path)

@@ -44,7 +44,7 @@ def _build_realnvp(system, *, key, **hyper) -> AbstractSampler:
             # importance sampling misses mass there: measured ~2 nats low on CoulombGas(6, 2)
             # at β = 10. In d = 1 the Coulomb repulsion makes p vanish there too, and it is exact.
             raise ValueError(
-                f"sampler 'realnvp' on identical particles is exact only in d = 1 (ordered "
+                f"sampler 'realnvp' on identical particles is reliable only in d = 1 (ordered "
                 f"domain); for d = {d} use 'equivariant', whose density is permutation-invariant"
             )
         return OrderedFlow(RealNVP((n * d,), key=key, **hyper), n, d)
