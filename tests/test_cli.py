@@ -87,7 +87,10 @@ def test_spec_round_trips_through_toml(tmp_path):
         ("train.objective=forward", "unknown train.objective 'forward'"),
         ("sampler.kind=magic", "unknown sampler.kind 'magic'"),
         ("sampler.depthh=3", "unknown key sampler.depthh"),
-        ("sampler.kind=realnvp", "sampler 'realnvp' on identical particles is reliable only in d = 1"),
+        (
+            "sampler.kind=realnvp",
+            "sampler 'realnvp' on identical particles is reliable only in d = 1",
+        ),
         ("sampler.hidden=2.5", "sampler.hidden must be int"),
         ("reference.method=nuts", "unknown reference.method 'nuts'"),
         ("reference.n_chainz=3", "unknown key reference.n_chainz"),
@@ -198,3 +201,34 @@ def test_example_specs_validate():
     assert specs
     for path in specs:
         load_spec(path)
+
+
+def test_killed_run_leaves_no_results_file_and_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "k.h5"
+    ckpt = tmp_path / "k.h5.ckpt"
+    args = [sys.executable, "-m", "boltzgen.cli", "run", "--out", str(out), *TINY]
+    args[args.index("train.steps=20")] = "train.steps=100000"
+    args += ["--set", "train.checkpoint_every=10"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not ckpt.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert ckpt.exists(), "no checkpoint written within 120 s"
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not out.exists()  # killed before the end: no results file, not a partial one
+    with h5py.File(ckpt) as f:  # the checkpoint is complete and readable
+        step = int(f.attrs["step"])
+        assert step >= 10 and step % 10 == 0
+    # resume with a short total: it continues from the checkpoint and finishes
+    args[args.index("train.steps=100000")] = f"train.steps={step + 5}"
+    r = subprocess.run([*args, "--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with h5py.File(out) as f:
+        assert f["train/loss"].shape == (step + 5,)
