@@ -27,6 +27,9 @@ from boltzgen.flows import (
 from boltzgen.systems import CoulombGas, Gaussian
 
 SMALL = dict(n_layers=4, hidden=16, depth=1)
+# every EquivariantFlow layer type: 45°-rotated couplings (n_layers ≥ 3 for d = 2), sorted-gap
+# and radial layers
+FULL = dict(rotate=True, gap=True, radial=True)
 
 
 def perturb(sampler, scale=0.1, seed=0):
@@ -52,7 +55,11 @@ def flows(transform, extra=False):
             ("realnvp", perturb(RealNVP((5,), key=key, transform=transform, **SMALL)), (5,)),
             (
                 "equivariant",
-                perturb(EquivariantFlow(3, 2, key=key, transform=transform, **SMALL)),
+                perturb(
+                    EquivariantFlow(
+                        3, 2, key=key, transform=transform, n_layers=3, hidden=8, depth=1, **FULL
+                    )
+                ),
                 (3, 2),
             ),
             (
@@ -65,7 +72,7 @@ def flows(transform, extra=False):
         ("realnvp2d", perturb(RealNVP((3, 2), key=key, transform=transform, **SMALL)), (3, 2)),
         (
             "equivariant3d",
-            perturb(EquivariantFlow(3, 3, key=key, transform=transform, **SMALL)),
+            perturb(EquivariantFlow(3, 3, key=key, transform=transform, **SMALL, **FULL)),
             (3, 3),
         ),
         (
@@ -105,7 +112,7 @@ def test_spline_identity_inverse_and_tails():
 @pytest.mark.parametrize(
     ("transform", "extra"),
     [
-        ("affine", False),
+        pytest.param("affine", False, marks=pytest.mark.slow),
         ("spline", False),
         pytest.param("affine", True, marks=pytest.mark.slow),
         pytest.param("spline", True, marks=pytest.mark.slow),
@@ -177,8 +184,10 @@ CASES = [
 
 @pytest.mark.parametrize(("system", "kind", "transform"), CASES, ids=lambda v: str(v)[:20])
 def test_round_trip_jit_and_dtypes(system, kind, transform):
+    # three coupling layers: enough for every equivariant layer type (45° rotation from layer 3)
+    hyper = dict(SMALL, n_layers=3, hidden=8)
     sampler = perturb(
-        make_sampler(kind, system, key=jax.random.key(0), transform=transform, **SMALL), 0.05
+        make_sampler(kind, system, key=jax.random.key(0), transform=transform, **hyper), 0.05
     )
     assert isinstance(sampler, AbstractSampler)
     assert tuple(sampler.event_shape) == tuple(system.event_shape)
@@ -216,7 +225,7 @@ def test_round_trip_jit_and_dtypes(system, kind, transform):
     [
         lambda t: RealNVP((2,), key=jax.random.key(2), transform=t, **SMALL),
         lambda t: OrderedFlow(RealNVP((2,), key=jax.random.key(2), transform=t, **SMALL), 2, 1),
-        lambda t: EquivariantFlow(1, 2, key=jax.random.key(2), transform=t, **SMALL),
+        lambda t: EquivariantFlow(1, 2, key=jax.random.key(2), transform=t, **SMALL, **FULL),
     ],
     ids=["realnvp", "ordered", "equivariant"],
 )
@@ -234,7 +243,9 @@ def test_normalised_on_grid(make, transform):
 
 @pytest.mark.slow
 def test_normalised_equivariant_4d_importance():
-    flow = perturb(EquivariantFlow(2, 2, key=jax.random.key(3), transform="spline", **SMALL), 0.05)
+    flow = perturb(
+        EquivariantFlow(2, 2, key=jax.random.key(3), transform="spline", **SMALL, **FULL), 0.05
+    )
     with jax.enable_x64(True):
         m, s = 400_000, 2.0
         x = s * jax.random.normal(jax.random.key(4), (m, 2, 2), jnp.float64)
@@ -259,12 +270,12 @@ def test_normalised_equivariant_4d_importance():
 def test_permutation_invariance(transform, extra):
     key = jax.random.key(0)
     samplers = [
-        perturb(EquivariantFlow(5, 2, key=key, transform=transform, **SMALL)),
+        perturb(EquivariantFlow(5, 2, key=key, transform=transform, **SMALL, **FULL)),
         perturb(OrderedFlow(RealNVP((10,), key=key, transform=transform, **SMALL), 5, 2)),
     ]
     if extra:
         samplers = [
-            perturb(EquivariantFlow(4, 3, key=key, transform=transform, **SMALL)),
+            perturb(EquivariantFlow(4, 3, key=key, transform=transform, **SMALL, **FULL)),
             perturb(OrderedFlow(RealNVP((4,), key=key, transform=transform, **SMALL), 4, 1)),
         ]
     log_prob = eqx.filter_jit(lambda s, a: s.log_prob(a))
