@@ -38,7 +38,8 @@ def perturb(sampler, scale=0.1, seed=0):
     leaves, tdef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     noisy = [
-        leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)
+        leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype)
+        for k, leaf in zip(keys, leaves, strict=True)
     ]
     return eqx.combine(jax.tree_util.tree_unflatten(tdef, noisy), static)
 
@@ -184,8 +185,8 @@ CASES = [
 
 @pytest.mark.parametrize(("system", "kind", "transform"), CASES, ids=lambda v: str(v)[:20])
 def test_round_trip_jit_and_dtypes(system, kind, transform):
-    # three coupling layers: enough for every equivariant layer type (45° rotation from layer 3)
-    hyper = dict(SMALL, n_layers=3, hidden=8)
+    # two coupling layers (the registry's default layer types; rotation is tested elsewhere)
+    hyper = dict(SMALL, n_layers=2, hidden=8)
     sampler = perturb(
         make_sampler(kind, system, key=jax.random.key(0), transform=transform, **hyper), 0.05
     )
@@ -233,7 +234,7 @@ def test_round_trip_jit_and_dtypes(system, kind, transform):
 def test_normalised_on_grid(make, transform):
     flow = perturb(make(transform), 0.05, seed=5)
     with jax.enable_x64(True):
-        g = np.linspace(-15.0, 15.0, 1201)
+        g = np.linspace(-10.0, 10.0, 801)
         xx, yy = np.meshgrid(g, g, indexing="ij")
         pts = jnp.asarray(np.stack([xx.ravel(), yy.ravel()], -1)).reshape(-1, *flow.event_shape)
         q = np.exp(np.asarray(eqx.filter_jit(lambda f, a: f.log_prob(a))(flow, pts)))
@@ -270,7 +271,9 @@ def test_normalised_equivariant_4d_importance():
 def test_permutation_invariance(transform, extra):
     key = jax.random.key(0)
     samplers = [
-        perturb(EquivariantFlow(5, 2, key=key, transform=transform, **SMALL, **FULL)),
+        perturb(
+            EquivariantFlow(5, 2, key=key, transform=transform, **dict(SMALL, n_layers=3), **FULL)
+        ),
         perturb(OrderedFlow(RealNVP((10,), key=key, transform=transform, **SMALL), 5, 2)),
     ]
     if extra:

@@ -73,7 +73,9 @@ class PairConditioner(eqx.Module):
         edge = jnp.concatenate([diff, _rbf(dist, self.n_rbf, self.rbf_max)], axis=-1)
         mask = (1.0 - jnp.eye(n, dtype=a.dtype))[:, :, None] / max(n - 1, 1)
         node = a
-        for ps, po, pe, pout in zip(self.pair_self, self.pair_other, self.pair_edge, self.pair_out):
+        for ps, po, pe, pout in zip(
+            self.pair_self, self.pair_other, self.pair_edge, self.pair_out, strict=True
+        ):
             h_self = node @ ps.weight.T + ps.bias[None, :]  # (N, H)
             h_other = node @ po.weight.T  # (N, H)
             h = jax.nn.silu(h_self[:, None, :] + h_other[None, :, :] + edge @ pe.weight.T)
