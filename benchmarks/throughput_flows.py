@@ -28,9 +28,13 @@ BETA = 10.0
 SYSTEM = CoulombGas(6, 2)
 
 CONFIGS = {
-    "equivariant-spline": ("equivariant", dict(transform="spline")),  # the default (hidden 32)
+    "equivariant-spline": ("equivariant", dict(transform="spline")),  # the registry default
     "equivariant-affine": ("equivariant", dict(transform="affine")),
-    "equivariant-spline-h64": ("equivariant", dict(transform="spline", hidden=64)),
+    "equivariant-radial": ("equivariant", dict(transform="spline", radial=True)),
+    "equivariant-plain": (  # couplings only: no rotation, no sorted-gap layers
+        "equivariant",
+        dict(transform="spline", rotate=False, gap=False, base_scale=1.0),
+    ),
     "realnvp-affine(ordered)": ("realnvp", dict(transform="affine")),
     "realnvp-spline(ordered)": ("realnvp", dict(transform="spline")),
 }

@@ -342,6 +342,15 @@ class EquivariantFlow(AbstractSampler):
         radial: add a radial (log-radius) layer after each block of d coupling layers.
         rounds: message-passing rounds of each conditioner.
 
+    Measured (CoulombGas(6, 2), β = 10, reverse KL via ``boltzgen.train.train``, 1500 steps ×
+    batch 256, lr 2e-3, IS on 65536 samples; AIS reference ln Z = −168.31 ± 0.012): the plain
+    couplings plateau at a variational bound ≈ 199 (ESS 0.1-0.5 %); rotate + gap reach ≈ 174
+    (ESS 0.03-0.75 %, heavy-tailed weights), + radial ≈ 173.5 at ~2× the cost, 12 layers ≈ 174.
+    The IS ln Z of these runs came out 0.2-0.45 below the AIS reference, more than the
+    delta-method error: with ESS < 1 % the estimate is biased low (E[ln Ẑ] ≤ ln Z) and its
+    error bar optimistic. The sorted-gap map is discontinuous where two particles tie along
+    the sorted axis (neighbour pairs swap): exact, but a likely limit on the fit.
+
     Raises:
         ValueError: for d = 1 (one coordinate leaves nothing to condition on) or bad sizes.
     """
