@@ -35,8 +35,6 @@ CONFIGS = {
         "equivariant",
         dict(transform="spline", rotate=False, gap=False, base_scale=1.0),
     ),
-    "realnvp-affine(ordered)": ("realnvp", dict(transform="affine")),
-    "realnvp-spline(ordered)": ("realnvp", dict(transform="spline")),
 }
 
 
@@ -134,7 +132,8 @@ def main():
     args = ap.parse_args()
     names = args.only or list(CONFIGS)
     print(
-        f"CoulombGas(6, 2), beta={BETA}, device={jax.devices()[0].platform}, steps={args.steps}, lr={args.lr} (cosine)"
+        f"CoulombGas(6, 2), beta={BETA}, device={jax.devices()[0].platform}, "
+        f"steps={args.steps}, lr={args.lr} (cosine)"
     )
     cols = [
         "name",

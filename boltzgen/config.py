@@ -22,9 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "sampler": {"kind": "auto"},
     "train": {
         "objective": "reverse_kl",
-        "steps": 2000,
-        "batch_size": 512,
-        "learning_rate": 1e-3,
+        "steps": 1500,
+        "batch_size": 256,
+        "learning_rate": 2e-3,
         "clip": 10.0,
         "checkpoint_every": 500,
     },

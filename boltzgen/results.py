@@ -205,6 +205,7 @@ class Result:
             )
         lines.append("")
         lines += self.bracket_lines()
+        lines += self.reference_lines()
         if n:
             best = self.best()
             if best is not None:
@@ -226,6 +227,22 @@ class Result:
             if e.kind == "estimate" and math.isfinite(e.log_z_stderr)
         ]
         return min(cands, key=lambda e: e.log_z_stderr) if cands else None
+
+    def reference_lines(self) -> list[str]:
+        """The best estimate against each Monte Carlo reference and the exact value, in σ."""
+        best = self.best()
+        if best is None:
+            return []
+        targets = [(f"ref:{m}", e.log_z, e.log_z_stderr) for m, e in self.reference.items()]
+        if self.exact_log_z is not None:
+            targets.append(("exact", self.exact_log_z, 0.0))
+        out = []
+        for name, log_z, err in targets:
+            diff = best.log_z - log_z
+            sigma = math.hypot(best.log_z_stderr, err)
+            z = f" ({diff / sigma:+.1f}σ)" if sigma > 0 else ""
+            out.append(f"{best.method} − {name}: Δ ln Z = {diff:+.4f} ± {sigma:.2g}{z}")
+        return out
 
     def bracket_lines(self) -> list[str]:
         """``lower ≤ estimate ≤ upper`` on βF, with a warning when violated beyond 3 errors."""

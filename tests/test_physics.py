@@ -11,12 +11,18 @@ from boltzgen import estimators as est
 from boltzgen.systems import CoulombGas, pair_distances
 
 FAST = dict(batch_size=256, n_samples=16384, chunk_size=8192, n_boot=50, progress=False)
+# A small sampler where only the pipeline, not the fit, is under test (compiles fast).
+TINY_SAMPLER = dict(n_layers=2, hidden=8, gap=False, rotate=False)
+# Enough for N ≤ 3 at β ≤ 5 (ESS ≳ 50 % of samples after 400 steps), and quick to compile.
+SMALL_SAMPLER = dict(n_layers=4, hidden=16, gap=False, rotate=False)
 
 
 @pytest.mark.parametrize("dim,beta", [(2, 2.0), (3, 5.0)])
 def test_importance_log_z_matches_exact_pair_integral(dim, beta):
     system = CoulombGas(2, dim)
-    r = bg.run(system, beta, steps=400, reference="none", seed=1, **FAST)
+    r = bg.run(
+        system, beta, sampler_options=SMALL_SAMPLER, steps=400, reference="none", seed=1, **FAST
+    )
     e = r.estimates["importance"]
     assert e.ess > 1000, e
     within_sigmas(e.log_z, system.exact_log_z(beta), e.log_z_stderr)
@@ -27,7 +33,15 @@ def test_importance_log_z_matches_exact_pair_integral(dim, beta):
 
 @pytest.fixture(scope="module")
 def trained_n3():
-    return bg.run(CoulombGas(3, 2), 2.0, steps=400, reference="none", seed=0, **FAST)
+    return bg.run(
+        CoulombGas(3, 2),
+        2.0,
+        sampler_options=SMALL_SAMPLER,
+        steps=400,
+        reference="none",
+        seed=0,
+        **FAST,
+    )
 
 
 def _observable(x):
@@ -64,6 +78,7 @@ def test_centre_of_mass_identity_reweighted(trained_n3):
 def test_same_seed_same_estimates_different_seed_agrees(tmp_path):
     system = CoulombGas(2, 2)
     kw = dict(
+        sampler_options=TINY_SAMPLER,
         steps=60,
         reference="none",
         batch_size=128,
@@ -89,6 +104,7 @@ def test_same_seed_same_estimates_different_seed_agrees(tmp_path):
 def test_indistinguishable_flag_subtracts_log_n_factorial():
     system = CoulombGas(2, 2)
     kw = dict(
+        sampler_options=TINY_SAMPLER,
         steps=10,
         reference="none",
         batch_size=64,

@@ -25,7 +25,7 @@ class AbstractSampler(eqx.Module):
         raise NotImplementedError
 
     def log_prob(self, x: Float[Array, "n ..."]) -> Float[Array, " n"]:
-        """log q(x) for a batch of configurations, shape ``(n, *event_shape)``."""
+        """Log q(x) for a batch of configurations, shape ``(n, *event_shape)``."""
         raise NotImplementedError
 
     def sample(self, n: int, *, key: PRNGKeyArray) -> Float[Array, "n ..."]:
@@ -38,8 +38,8 @@ def check_batch(sampler: AbstractSampler, x) -> None:
     shape = tuple(sampler.event_shape)
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         raise ValueError(
-            f"{type(sampler).__name__}.log_prob expects a batch of shape (n, {', '.join(map(str, shape))}), "
-            f"got {tuple(x.shape)}"
+            f"{type(sampler).__name__}.log_prob expects a batch of shape "
+            f"(n, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
         )
 
 

@@ -95,7 +95,7 @@ class OrderedFlow(AbstractSampler):
         return math.lgamma(self.n_particles + 1)
 
     def transform_and_log_det(self, z):
-        """Base → D on ONE configuration (no relabelling), with ln|det|; needs ``inner`` to have it."""
+        """Base → D on ONE configuration (no relabelling), with ln|det| (``inner`` must have it)."""
         u, ld_inner = self.inner.transform_and_log_det(z)
         y, ld_order = order_forward(u.reshape(self.event_shape))
         return y, ld_inner + ld_order
