@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from jaxtyping import PRNGKeyArray
 
+from boltzgen._registry import Entry, resolve
 from boltzgen.flows._base import AbstractSampler
 from boltzgen.flows._equivariant import EquivariantFlow
 from boltzgen.flows._ordered import OrderedFlow
 from boltzgen.flows._realnvp import RealNVP
 
-
-@dataclass(frozen=True)
-class SamplerEntry:
-    """A registered sampler family: its hyper-parameters (name → (types, default, doc)) and builder.
-
-    ``build(system, key=key, **hyper)`` returns an :class:`AbstractSampler` for ``system``.
-    """
-
-    kind: str
-    summary: str
-    params: dict[str, tuple[type | tuple[type, ...], Any, str]]
-    build: Any
-
-    def defaults(self) -> dict[str, Any]:
-        """Default value of every hyper-parameter."""
-        return {k: v[1] for k, v in self.params.items()}
+#: A registered sampler family; ``build(system, key=key, **hyper)`` returns the sampler.
+SamplerEntry = Entry
 
 
 def _is_particle_system(system) -> bool:
@@ -129,26 +113,7 @@ def make_sampler(kind: str, system, *, key: PRNGKeyArray, **hyper) -> AbstractSa
         ValueError: unknown kind or hyper-parameter (the message lists the valid ones), a value
             of the wrong type, or a sampler that does not fit the system.
     """
-    if kind not in SAMPLERS:
-        raise ValueError(f"unknown sampler kind {kind!r}; valid kinds: {', '.join(SAMPLERS)}")
-    entry = SAMPLERS[kind]
-    unknown = set(hyper) - set(entry.params)
-    if unknown:
-        raise ValueError(
-            f"unknown hyper-parameter(s) {', '.join(sorted(unknown))} for sampler {kind!r}; "
-            f"valid: {', '.join(entry.params)}"
-        )
-    full = entry.defaults() | hyper
-    for name, (types, _, _) in entry.params.items():
-        value = full[name]
-        bad_bool = isinstance(value, bool) and types is not bool
-        if bad_bool or not isinstance(value, types):
-            want = (
-                types.__name__
-                if isinstance(types, type)
-                else " or ".join(t.__name__ for t in types)
-            )
-            raise ValueError(f"sampler.{name} must be {want}, got {value!r}")
+    entry, full = resolve("sampler", kind, SAMPLERS, hyper)
     return entry.build(system, key=key, **full)
 
 

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
+from boltzgen._registry import Entry, resolve
 from boltzgen.systems._analytic import Gaussian
 from boltzgen.systems._base import AbstractSystem
 from boltzgen.systems._coulomb import CoulombGas, HarmonicTrap
 
-
-@dataclass(frozen=True)
-class SystemEntry:
-    """A registered system: how to build it from run-spec keys, and what the keys mean."""
-
-    kind: str
-    summary: str
-    params: dict[str, tuple[type | tuple[type, ...], Any, str]]  # name -> (types, default, doc)
-    build: Any
-
-    def defaults(self) -> dict[str, Any]:
-        """Default value of every parameter (``REQUIRED`` for required ones)."""
-        return {k: v[1] for k, v in self.params.items()}
-
-
-REQUIRED = object()
+#: A registered system; ``build(**params)`` returns it.
+SystemEntry = Entry
 
 
 def _gaussian(dim, sigma, mean):
@@ -72,23 +56,5 @@ def make_system(kind: str, **params) -> AbstractSystem:
     Raises:
         ValueError: unknown kind or parameter (the message lists the valid ones), or a bad value.
     """
-    if kind not in SYSTEMS:
-        raise ValueError(f"unknown system kind {kind!r}; valid kinds: {', '.join(SYSTEMS)}")
-    entry = SYSTEMS[kind]
-    unknown = set(params) - set(entry.params)
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {', '.join(sorted(unknown))} for system {kind!r}; "
-            f"valid: {', '.join(entry.params)}"
-        )
-    full = entry.defaults() | params
-    for name, (types, _, _) in entry.params.items():
-        value = full[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            want = (
-                types.__name__
-                if isinstance(types, type)
-                else " or ".join(t.__name__ for t in types)
-            )
-            raise ValueError(f"system.{name} must be {want}, got {value!r}")
+    entry, full = resolve("system", kind, SYSTEMS, params)
     return entry.build(**full)

@@ -145,6 +145,7 @@ def train(
         total=steps,
         initial=state.step,
         desc="train",
+        mininterval=0.5,
         disable=not progress,
         unit="step",
         dynamic_ncols=True,
