@@ -39,7 +39,8 @@ def resolve(section: str, kind: str, table: dict[str, Entry], params: dict) -> t
     full = entry.defaults() | params
     for name, (types, _, _) in entry.params.items():
         value = full[name]
-        bad_bool = isinstance(value, bool) and types is not bool
+        allowed = types if isinstance(types, tuple) else (types,)
+        bad_bool = isinstance(value, bool) and bool not in allowed  # bool is an int subclass
         if bad_bool or not isinstance(value, types):
             want = (
                 types.__name__

@@ -238,3 +238,11 @@ def test_killed_run_leaves_no_results_file_and_resumes(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     with h5py.File(out) as f:
         assert f["train/loss"].shape == (step + 5,)
+
+
+def test_bool_or_auto_sampler_option():
+    assert load_spec(None, ["sampler.rotate=false"])["sampler"]["rotate"] is False
+    assert load_spec(None, ["sampler.rotate=true"])["sampler"]["rotate"] is True
+    assert load_spec(None)["sampler"]["rotate"] == "auto"
+    with pytest.raises(SpecError, match="sampler.rotate must be true, false or 'auto'"):
+        load_spec(None, ["sampler.rotate=sometimes"])
