@@ -92,7 +92,10 @@ def test_spec_round_trips_through_toml(tmp_path):
         ("train.lr=0.1", "unknown key train.lr; valid: objective, steps"),
         ("train.objective=forward", "unknown train.objective 'forward'"),
         ("sampler.kind=magic", "unknown sampler.kind 'magic'"),
-        ("sampler.depthh=3", "unknown key sampler.depthh"),
+        (
+            "sampler.depthh=3",
+            "unknown parameter.*depthh for sampler 'equivariant'; valid: n_layers",
+        ),
         (
             "sampler.kind=realnvp",
             "sampler 'realnvp' on identical particles is reliable only in d = 1",
