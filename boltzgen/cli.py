@@ -132,24 +132,24 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _cmd_systems(args) -> int:
-    from boltzgen.systems import SYSTEMS
-
-    for kind, entry in SYSTEMS.items():
+def _print_registry(table) -> int:
+    for kind, entry in table.items():
         print(f"{kind}: {entry.summary}")
         for name, (_, default, doc) in entry.params.items():
             print(f"    {name:<14} default {default!r:<8} {doc}")
     return 0
+
+
+def _cmd_systems(args) -> int:
+    from boltzgen.systems import SYSTEMS
+
+    return _print_registry(SYSTEMS)
 
 
 def _cmd_samplers(args) -> int:
     from boltzgen.flows import SAMPLERS
 
-    for kind, entry in SAMPLERS.items():
-        print(f"{kind}: {entry.summary}")
-        for name, (_, default, doc) in entry.params.items():
-            print(f"    {name:<14} default {default!r:<8} {doc}")
-    return 0
+    return _print_registry(SAMPLERS)
 
 
 def _cmd_report(args) -> int:
