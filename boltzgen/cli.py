@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"boltzgen: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("boltzgen: interrupted", file=sys.stderr)
         return 130

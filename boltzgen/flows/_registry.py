@@ -59,8 +59,8 @@ _TRANSFORM_DOC = "coupling transform: 'affine' (soft-clamped log-scale) or 'spli
 SAMPLERS: dict[str, SamplerEntry] = {
     "realnvp": SamplerEntry(
         "realnvp",
-        "RealNVP coupling flow on the flattened configuration; on permutation-symmetric particle "
-        "systems wrapped in OrderedFlow (ordered fundamental domain + random relabelling)",
+        "RealNVP coupling flow on the flattened configuration; identical particles only in d = 1, "
+        "wrapped in OrderedFlow (ordered fundamental domain + random relabelling)",
         {
             "n_layers": (int, 8, "number of coupling layers"),
             "hidden": (int, 128, "width of the conditioner MLPs"),
