@@ -1,34 +1,50 @@
 """Free-energy estimators: pure float64 functions on arrays of log-weights.
 
 Nothing here knows about systems or samplers: callers pass log-weights w = −u(x) − ln q(x)
-(or works) and get :class:`Estimate` objects back.
+(or works) and get :class:`Estimate` objects back. Two-state estimators (BAR, Jarzynski, the
+second-law bounds) and MBAR return ln(Z_B/Z_A) = −Δf; see docs/estimators.md.
 """
 
+from boltzgen.estimators._bar import bar, bar_delta_f
 from boltzgen.estimators._estimate import KINDS, Estimate
 from boltzgen.estimators._importance import (
     MIN_TRUSTED_ESS,
     bootstrap_log_z_stderr,
     forward_bound,
+    forward_ess,
     importance_log_z,
     importance_stderr,
     kish_ess,
     logmeanexp,
     normalised_weights,
+    reverse_importance_log_z,
     variational_bound,
     weighted_mean,
 )
+from boltzgen.estimators._mbar import mbar, mbar_estimate
+from boltzgen.estimators._work import jarzynski, jarzynski_reverse, two_state, work_bounds
 
 __all__ = [
     "Estimate",
     "KINDS",
     "MIN_TRUSTED_ESS",
+    "bar",
+    "bar_delta_f",
     "bootstrap_log_z_stderr",
     "forward_bound",
+    "forward_ess",
     "importance_log_z",
     "importance_stderr",
+    "jarzynski",
+    "jarzynski_reverse",
     "kish_ess",
     "logmeanexp",
+    "mbar",
+    "mbar_estimate",
     "normalised_weights",
+    "reverse_importance_log_z",
+    "two_state",
     "variational_bound",
     "weighted_mean",
+    "work_bounds",
 ]

@@ -208,3 +208,85 @@ def forward_bound(
     return Estimate(
         method, -mean, err, "lower_bound", int(a.size), ess, {"n_nonfinite": n_nonfinite}
     )
+
+
+def forward_ess(log_w_at_p_samples) -> float:
+    """Forward effective sample size from samples of p (FAB, Midgley et al. 2023).
+
+    With x_j ~ p and w_j = −u(x_j) − ln q(x_j) (the importance log-weight evaluated at p-samples),
+
+        ESS_fwd = M / ( mean_j e^{w_j − c} · mean_j e^{−(w_j − c)} ),
+
+    computed in log space as ln(ESS_fwd/M) = −[logmeanexp(w) + logmeanexp(−w)] (independent of
+    the shift c). Since E_p[e^{w}]·E_p[e^{−w}] = E_p[p/q] = E_q[(p/q)²], it estimates the same
+    M / E_q[(p/q)²] as the Kish ESS of q-samples, but from samples of p, so it sees modes that q
+    misses. Equals M for a perfect q (w constant) and 0 when q vanishes at a p-sample
+    (w = +inf). NaN log-weights are left out of both means (the caller reports them).
+
+    Args:
+        log_w_at_p_samples: w_j = −u(x_j) − ln q(x_j) at samples x_j of p.
+
+    Returns:
+        ESS_fwd as an absolute count in [0, M] (M = number of non-NaN samples).
+    """
+    w = np.asarray(log_w_at_p_samples, dtype=np.float64).reshape(-1)
+    w = w[~np.isnan(w)]
+    if w.size == 0:
+        raise ValueError("log_w_at_p_samples: need at least one non-NaN log-weight")
+    if np.any(np.isposinf(w)) or np.any(np.isneginf(w)):
+        return 0.0
+    log_frac = -(logmeanexp(w) + logmeanexp(-w))
+    # Jensen: mean(e^a)·mean(e^−a) ≥ 1, so log_frac ≤ 0 up to rounding.
+    return float(w.size * math.exp(min(log_frac, 0.0)))
+
+
+def reverse_importance_log_z(
+    log_w,
+    *,
+    method: str = "reverse_importance",
+    rng: np.random.Generator | None = None,
+    n_boot: int = 0,
+) -> Estimate:
+    """Reverse importance sampling from samples of p: 1/Z = E_p[q e^{u}] = E_p[e^{−w}].
+
+    ln Ẑ = −logmeanexp(−w) = −[logsumexp(−w_j) − ln M], with x_j ~ p (equilibrium, e.g. Monte
+    Carlo) and w_j = −u(x_j) − ln q(x_j). Consistent; E[ln(1/Ẑ)] ≤ ln(1/Z) by Jensen, so ln Ẑ is
+    biased high (the other way from :func:`importance_log_z`). It is Jarzynski's estimator on
+    reverse works W_R = w with state A = q.
+
+    The standard error is the delta method on the weights e^{−w}: √(Σ ṽ² − 1/M) with
+    ṽ_j = e^{−w_j}/Σ e^{−w}; with ``n_boot > 0`` a bootstrap one is added to
+    ``extra["log_z_stderr_bootstrap"]``. ``ess`` is the forward ESS (:func:`forward_ess`) and
+    ``extra["ess_fraction"]`` = ESS/M; ``extra["kish_ess"]`` is the Kish ESS of the weights
+    e^{−w} (the effective count behind this estimator's error bar). ``extra["low_ess"] = 1`` flags
+    forward ESS < :data:`MIN_TRUSTED_ESS`.
+
+    Args:
+        log_w: w_j = −u(x_j) − ln q(x_j) at samples x_j of p. +inf (q = 0 at a p-sample) is a
+            legitimate zero weight e^{−w} = 0; NaN is counted in ``extra["n_nonfinite"]`` and
+            given zero weight (kept in M); −inf (u = +inf at a p-sample) is rejected.
+        method: the estimate's name.
+        rng: NumPy generator for the bootstrap.
+        n_boot: number of bootstrap resamples (0 = none).
+    """
+    w = np.asarray(log_w, dtype=np.float64).reshape(-1)
+    if w.size == 0:
+        raise ValueError("log_w: need at least one log-weight, got an empty array")
+    if np.any(np.isneginf(w)):
+        raise ValueError("log_w: a log-weight at a p-sample is −inf (u = +inf at a sample of p)")
+    n_nan = int(np.isnan(w).sum())
+    v = np.where(np.isnan(w), -np.inf, -w)  # log of the reverse weights e^{−w}
+    ess_fwd = forward_ess(w) if n_nan < w.size else 0.0
+    extra = {
+        "n_nonfinite": n_nan,
+        "n_zero_weight": int(np.sum(np.isneginf(v))) - n_nan,
+        "ess_fraction": ess_fwd / w.size,
+        "kish_ess": kish_ess(v),
+        "low_ess": int(ess_fwd < MIN_TRUSTED_ESS),
+    }
+    if n_boot > 0:
+        if rng is None:
+            raise ValueError("reverse_importance_log_z: n_boot > 0 needs an rng")
+        extra["log_z_stderr_bootstrap"] = bootstrap_log_z_stderr(v, rng=rng, n_boot=n_boot)
+    log_z = -float(logsumexp(v) - math.log(v.size)) if np.any(np.isfinite(v)) else math.inf
+    return Estimate(method, log_z, importance_stderr(v), "estimate", int(w.size), ess_fwd, extra)
