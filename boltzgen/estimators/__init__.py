@@ -22,7 +22,13 @@ from boltzgen.estimators._importance import (
     weighted_mean,
 )
 from boltzgen.estimators._mbar import mbar, mbar_estimate
-from boltzgen.estimators._work import jarzynski, jarzynski_reverse, two_state, work_bounds
+from boltzgen.estimators._work import (
+    crooks_check,
+    jarzynski,
+    jarzynski_reverse,
+    two_state,
+    work_bounds,
+)
 
 __all__ = [
     "Estimate",
@@ -31,6 +37,7 @@ __all__ = [
     "bar",
     "bar_delta_f",
     "bootstrap_log_z_stderr",
+    "crooks_check",
     "forward_bound",
     "forward_ess",
     "importance_log_z",

@@ -164,3 +164,63 @@ def two_state(
         lower,
     ]
     return {e.method: e for e in out}
+
+
+def crooks_check(
+    work_forward, work_reverse, delta_f: float, *, bins: int = 20, min_count: int = 10
+):
+    """Diagnostic of the Crooks relation ln[P_F(W)/P_R(−W)] = W − Δf (slope 1 in W).
+
+    Histograms W_F and −W_R on common bins spanning the range where both have samples, keeps
+    bins with at least ``min_count`` counts in each, and fits y_b = ln(c_F,b/n_F) − ln(c_R,b/n_R)
+    = a·W_b + b by weighted least squares (Var y_b ≈ 1/c_F,b + 1/c_R,b, W_b the bin centre).
+    For correct works a ≈ 1 and b ≈ −Δf; a slope far from 1 points at wrong works (sign,
+    missing log-det or path term) or non-equilibrium start states.
+
+    Args:
+        work_forward: W_F = u_B − u_A at samples of A (non-finite values are left out).
+        work_reverse: W_R = u_A − u_B at samples of B.
+        delta_f: Δf = f_B − f_A to test against (e.g. ``-bar(...).log_z``).
+        bins: number of histogram bins over the common range.
+        min_count: minimum count per direction for a bin to enter the fit.
+
+    Returns:
+        dict with ``slope``, ``slope_stderr``, ``intercept``, ``intercept_stderr``,
+        ``chi2_per_dof`` of y_b − (W_b − Δf) with the given Δf (≈ 1 when the relation holds,
+        binning errors aside), and ``n_bins`` used (NaNs if fewer than 3 bins qualify).
+    """
+    wf, _ = as_works(work_forward, "work_forward")
+    wr, _ = as_works(work_reverse, "work_reverse")
+    a, b = wf[np.isfinite(wf)], -wr[np.isfinite(wr)]
+    out = dict.fromkeys(
+        ("slope", "slope_stderr", "intercept", "intercept_stderr", "chi2_per_dof"), math.nan
+    )
+    out["n_bins"] = 0
+    if a.size == 0 or b.size == 0:
+        return out
+    lo, hi = max(a.min(), b.min()), min(a.max(), b.max())
+    if not hi > lo:
+        return out
+    edges = np.linspace(lo, hi, bins + 1)
+    c_f, _ = np.histogram(a, edges)
+    c_r, _ = np.histogram(b, edges)
+    keep = (c_f >= min_count) & (c_r >= min_count)
+    if keep.sum() < 3:
+        return out
+    x = 0.5 * (edges[:-1] + edges[1:])[keep]
+    y = np.log(c_f[keep] / wf.size) - np.log(c_r[keep] / wr.size)
+    var = 1.0 / c_f[keep] + 1.0 / c_r[keep]
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    wt = 1.0 / var
+    cov = np.linalg.inv(design.T @ (wt[:, None] * design))
+    coef = cov @ (design.T @ (wt * y))
+    resid = y - (x - delta_f)
+    out.update(
+        slope=float(coef[0]),
+        slope_stderr=float(math.sqrt(cov[0, 0])),
+        intercept=float(coef[1]),
+        intercept_stderr=float(math.sqrt(cov[1, 1])),
+        chi2_per_dof=float(np.sum(resid**2 * wt) / keep.sum()),
+        n_bins=int(keep.sum()),
+    )
+    return out
