@@ -3,6 +3,11 @@
 Functional core: :func:`ais_init` / :func:`ais_step` (the caller owns the ``lax.scan``).
 Entry points: :func:`ais` (two unnormalised log densities) and :func:`coulomb_reference` /
 :func:`anneal_reference` (a system at β, from an exactly solvable reference system).
+
+Refinement of a normalised sampler q towards p with exact weights: :func:`refine_anneal` (AIS
+or SMC along q^{1-λ} p^λ) and :func:`neural_mcmc` (independent MH with proposal q plus local
+moves; pure kernels :func:`nmcmc_init` / :func:`nmcmc_step`), both returning a
+:class:`RefineResult`.
 """
 
 from boltzgen.mcmc._ais import (
@@ -15,13 +20,27 @@ from boltzgen.mcmc._ais import (
     ais_step,
     annealing_schedule,
 )
+from boltzgen.mcmc._nmcmc import (
+    NMCMCInfo,
+    NMCMCState,
+    integrated_autocorrelation_time,
+    neural_mcmc,
+    nmcmc_init,
+    nmcmc_step,
+)
 from boltzgen.mcmc._reference import ReferenceResult, anneal_reference, coulomb_reference
+from boltzgen.mcmc._refine import RefineInfo, RefineResult, RefineState, refine_anneal
 
 __all__ = [
     "AISChains",
     "AISInfo",
     "AISResult",
     "AISState",
+    "NMCMCInfo",
+    "NMCMCState",
+    "RefineInfo",
+    "RefineResult",
+    "RefineState",
     "ReferenceResult",
     "ais",
     "ais_init",
@@ -29,4 +48,9 @@ __all__ = [
     "anneal_reference",
     "annealing_schedule",
     "coulomb_reference",
+    "integrated_autocorrelation_time",
+    "neural_mcmc",
+    "nmcmc_init",
+    "nmcmc_step",
+    "refine_anneal",
 ]
