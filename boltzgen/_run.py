@@ -16,7 +16,29 @@ from boltzgen import estimators as est
 from boltzgen.results import Result
 from boltzgen.systems import AbstractSystem, CoulombGas
 
-REFERENCE_METHODS = ("ais", "none")
+REFERENCE_METHODS = ("ais", "ladder", "none")
+REFINE_METHODS = ("none", "ais", "smc", "nmcmc")
+#: Arguments of a Monte Carlo function that a run spec does not set (the run supplies them).
+_NOT_SPEC_KEYS = {"key", "progress", "precision", "sample_q", "log_q", "log_density"}
+
+
+def _spec_kwargs(fn) -> dict:
+    """Keyword-only parameters of ``fn`` with plain scalar defaults: the spec keys it accepts."""
+    sig = inspect.signature(fn)
+    return {
+        name: p.default
+        for name, p in sig.parameters.items()
+        if p.kind == p.KEYWORD_ONLY
+        and name not in _NOT_SPEC_KEYS
+        and p.default is not inspect.Parameter.empty
+        and isinstance(p.default, int | float | str | bool)
+    }
+
+
+def _spec_error(msg: str):
+    from boltzgen.config import SpecError
+
+    return SpecError(msg)
 
 
 def resolve_reference(method: str, system: AbstractSystem) -> str:
@@ -24,36 +46,58 @@ def resolve_reference(method: str, system: AbstractSystem) -> str:
     if method == "auto":
         return "ais" if isinstance(system, CoulombGas) else "none"
     if method not in REFERENCE_METHODS:
-        from boltzgen.config import SpecError
-
-        raise SpecError(
+        raise _spec_error(
             f"unknown reference.method {method!r}; valid: auto, {', '.join(REFERENCE_METHODS)}"
         )
-    if method == "ais" and not isinstance(system, CoulombGas):
-        from boltzgen.config import SpecError
-
-        raise SpecError(
-            f"reference.method 'ais' needs system.kind = 'coulomb', got {system.kind!r}; use 'none'"
+    if method != "none" and not isinstance(system, CoulombGas):
+        raise _spec_error(
+            f"reference.method {method!r} needs system.kind = 'coulomb', got {system.kind!r}; "
+            "use 'none'"
         )
     return method
+
+
+def _reference_function(method: str):
+    from boltzgen.mcmc import coulomb_reference
+    from boltzgen.mcmc._ladder import coupling_ladder
+
+    return {"ais": coulomb_reference, "ladder": coupling_ladder}[method]
 
 
 def reference_defaults(method: str) -> dict:
     """Keyword parameters (with defaults) of a reference method, as run-spec keys."""
     if method == "none":
         return {}
-    from boltzgen.mcmc import coulomb_reference
+    return _spec_kwargs(_reference_function(method))
 
-    sig = inspect.signature(coulomb_reference)
+
+def resolve_refine(method: str) -> str:
+    """Check a ``refine.method`` name."""
+    if method not in REFINE_METHODS:
+        raise _spec_error(f"unknown refine.method {method!r}; valid: {', '.join(REFINE_METHODS)}")
+    return method
+
+
+def _refine_function(method: str):
+    """(function, fixed keyword arguments) of a refinement method."""
+    from boltzgen.mcmc import neural_mcmc, refine_anneal
+
     return {
-        name: p.default
-        for name, p in sig.parameters.items()
-        if p.kind == p.KEYWORD_ONLY
-        and name != "key"
-        and p.default is not inspect.Parameter.empty
-        and isinstance(p.default, int | float | str | bool)
-        and name != "progress"
-    }
+        "ais": (refine_anneal, {"resample_threshold": None}),
+        "smc": (refine_anneal, {"resample_threshold": 0.5}),
+        "nmcmc": (neural_mcmc, {}),
+    }[method]
+
+
+def refine_defaults(method: str) -> dict:
+    """Keyword parameters (with defaults) of a refinement method, as run-spec keys."""
+    if method == "none":
+        return {}
+    fn, fixed = _refine_function(method)
+    out = _spec_kwargs(fn)
+    out.pop("resample_threshold", None)
+    out.update({k: v for k, v in fixed.items() if v is not None})
+    return out
 
 
 def sample_log_weights(
@@ -104,33 +148,163 @@ def estimate_all(samples: dict, *, seed: int = 0, n_boot: int = 200) -> dict[str
     }
 
 
-def run_reference(method: str, system, beta: float, *, key, sampler=None, progress=True, **options):
-    """Run the Monte Carlo reference; return (estimates, p-samples dict or None).
+def _log_q_and_energy(sampler, system, x) -> tuple[np.ndarray, np.ndarray]:
+    """Return ln q(x) and E(x) of a batch of configurations, evaluated in float64."""
+    with jax.enable_x64(True):
+        xd = jnp.asarray(np.asarray(x), jnp.float64)
+        lq = eqx.filter_jit(lambda s, y: s.log_prob(y))(sampler, xd)
+        e = jax.vmap(system.energy)(xd)
+        return np.asarray(lq, np.float64), np.asarray(e, np.float64)
 
-    For ``"ais"`` (Coulomb gas, from the harmonic trap) this gives ``/reference/ais`` and, when a
-    trained ``sampler`` is given, the lower bound ``forward_bound`` = E_p[u + ln q] on βF from the
-    AIS samples of p with their weights.
+
+def _p_sample_estimates(sampler, system, beta, x, log_w_p=None, *, q_log_w=None, names=None):
+    """Estimates that need samples of p: lower bound, reverse IS and BAR between q and p.
+
+    The lower bound works with weighted samples; reverse importance sampling and BAR need
+    equilibrium (equal-weight) samples of p.
+
+    Args:
+        sampler: the trained sampler q.
+        system: the system (its energy).
+        beta: β.
+        x: samples of p (equilibrium, or weighted by ``log_w_p``).
+        log_w_p: log-weights of weighted samples of p, or None for equilibrium samples.
+        q_log_w: log-weights w = −u − ln q of independent samples of q (the estimation phase);
+            with equilibrium samples of p they give BAR with works W_F = −w, W_R = w(x_p).
+        names: method names of ``forward_bound``, ``reverse_importance`` and ``bar`` (default:
+            those names).
+    """
+    names = {m: m for m in ("forward_bound", "reverse_importance", "bar")} | (names or {})
+    lq, e = _log_q_and_energy(sampler, system, x)
+    w_p = -beta * e - lq  # −u − ln q at the p-samples
+    m = names
+    out = {m["forward_bound"]: est.forward_bound(-w_p, log_w_p, method=m["forward_bound"])}
+    if log_w_p is None:
+        out[m["reverse_importance"]] = est.reverse_importance_log_z(
+            w_p, method=m["reverse_importance"]
+        )
+        if q_log_w is not None:
+            out[m["bar"]] = est.bar(-np.asarray(q_log_w), w_p, method=m["bar"])
+    return out
+
+
+def run_reference(
+    method: str, system, beta: float, *, key, sampler=None, q_log_w=None, progress=True, **options
+):
+    """Run the Monte Carlo reference; return (reference estimates, derived estimates).
+
+    ``"ais"`` (Coulomb gas, from the harmonic trap) gives ``/reference/ais``; ``"ladder"`` gives
+    ``/reference/ladder_bar`` and ``/reference/ladder_mbar`` (BAR / MBAR along the coupling
+    ladder). With a trained ``sampler`` the reference's samples of p also give the lower bound
+    ``forward_bound`` = E_p[u + ln q] on βF, and — from the ladder's equilibrium samples — reverse
+    importance sampling and BAR between q and p (``reverse_importance_reference``,
+    ``bar_reference``, with the works of ``q_log_w``).
     """
     if method == "none":
         return {}, {}
-    from boltzgen.mcmc import coulomb_reference
-
-    ref = coulomb_reference(system, beta, key=key, progress=progress, **options)
-    log_w = np.asarray(ref.log_weights, np.float64)
-    # AIS log-weights estimate ln(Z/Z_0); the trap's exact ln Z_0 makes them absolute.
-    e = est.importance_log_z(log_w + ref.log_z_reference, method="ais")
-    e.extra.update(n_energy_evals=float(ref.n_energy_evals), wall_time=float(ref.wall_time))
-    out = {"ais": e}
+    fn = _reference_function(method)
+    ref = fn(system, beta, key=key, progress=progress, **options)
+    cost = dict(n_energy_evals=float(ref.n_energy_evals), wall_time=float(ref.wall_time))
+    if method == "ais":
+        log_w = np.asarray(ref.log_weights, np.float64)
+        # AIS log-weights estimate ln(Z/Z_0); the trap's exact ln Z_0 makes them absolute.
+        e = est.importance_log_z(log_w + ref.log_z_reference, method="ais")
+        e.extra.update(cost)
+        out = {"ais": e}
+        x_p, log_w_p = np.asarray(ref.samples), log_w
+    else:
+        n = int(ref.trap_energy[:: ref.stride].size)
+        extra = dict(cost, stride=int(ref.stride), n_states=int(ref.lambdas.size))
+        out = {
+            "ladder_bar": est.Estimate(
+                "ladder_bar", ref.log_z_bar, ref.log_z_bar_stderr, "estimate", n, extra=extra
+            ),
+            "ladder_mbar": est.Estimate(
+                "ladder_mbar", ref.log_z_mbar, ref.log_z_mbar_stderr, "estimate", n, extra=extra
+            ),
+        }
+        x_p, log_w_p = ref.target_samples.reshape(-1, *system.event_shape), None
     derived = {}
     if sampler is not None:
-        xp = np.asarray(ref.samples)
-        with jax.enable_x64(True):
-            lq = np.asarray(
-                eqx.filter_jit(lambda s, x: s.log_prob(x))(sampler, jnp.asarray(xp, jnp.float64))
-            )
-            ep = np.asarray(jax.vmap(system.energy)(jnp.asarray(xp, jnp.float64)))
-        derived["forward_bound"] = est.forward_bound(beta * ep + lq, log_w)
+        names = {"reverse_importance": "reverse_importance_reference", "bar": "bar_reference"}
+        derived = _p_sample_estimates(
+            sampler, system, beta, x_p, log_w_p, q_log_w=q_log_w, names=names
+        )
     return out, derived
+
+
+def run_refinement(
+    method: str, sampler, system, beta: float, *, key, q_log_w=None, progress=True, **options
+) -> tuple[dict[str, est.Estimate], dict]:
+    """Refine samples of the trained ``sampler`` towards p by MCMC, keeping exact weights.
+
+    ``"ais"`` / ``"smc"``: annealing from q to p (:func:`boltzgen.mcmc.refine_anneal`, SMC with
+    resampling); ``"nmcmc"``: independent Metropolis–Hastings with q as the proposal mixed with
+    local moves (:func:`boltzgen.mcmc.neural_mcmc`).
+
+    Returns:
+        (estimates, data): ``refined_<method>`` (ln Z with its error, ESS before/after and cost
+        in ``extra``) plus the estimates that need samples of p (``forward_bound_refined``, and
+        for ``nmcmc`` also ``reverse_importance`` and ``bar`` with the works of ``q_log_w``);
+        ``data`` holds the refined samples and per-step diagnostics for ``/refine``.
+    """
+    if method == "none":
+        return {}, {}
+    fn, fixed = _refine_function(method)
+    options = {**{k: v for k, v in fixed.items() if v is not None or k not in options}, **options}
+
+    def sample_q(k, n):
+        return sampler.sample_and_log_prob(n, key=k)
+
+    def log_q(x):
+        return sampler.log_prob(x[None])[0]
+
+    def log_density(x):
+        return -beta * system.energy(x)
+
+    res = fn(
+        key, sample_q=sample_q, log_q=log_q, log_density=log_density, progress=progress, **options
+    )
+    name = f"refined_{method}"
+    scalars = {k: float(v) for k, v in res.diagnostics.items() if np.ndim(v) == 0}
+    extra = dict(
+        ess_before=float(res.ess_before),
+        n_energy_evals=float(res.n_energy_evals),
+        n_log_q_evals=float(res.n_log_q_evals),
+        wall_time=float(res.wall_time),
+        **scalars,
+    )
+    ref_est = est.Estimate(
+        name,
+        float(res.log_z),
+        float(res.log_z_stderr),
+        "estimate",
+        int(res.n_samples),
+        float(res.ess_after),
+        extra,
+    )
+    out = {name: ref_est}
+    if method == "nmcmc":  # equilibrium samples of p: equal weights
+        x_p, log_w_p = res.positions, None
+    else:
+        x_p, log_w_p = res.positions, res.log_weights
+    derived = _p_sample_estimates(
+        sampler,
+        system,
+        beta,
+        x_p,
+        log_w_p,
+        q_log_w=q_log_w,
+        names={"forward_bound": "forward_bound_refined"},
+    )
+    out.update(derived)
+    data = {
+        "x": np.asarray(res.positions),
+        "log_w": np.asarray(res.log_weights, np.float64),
+        **{k: np.asarray(v) for k, v in res.diagnostics.items() if np.ndim(v) > 0},
+        "attrs": dict(method=method, **extra),
+    }
+    return out, data
 
 
 def run(
@@ -149,6 +323,8 @@ def run(
     n_boot: int = 200,
     reference: str = "auto",
     reference_options: dict | None = None,
+    refine: str = "none",
+    refine_options: dict | None = None,
     indistinguishable: bool = False,
     seed: int = 0,
     checkpoint_path: str | None = None,
@@ -160,8 +336,11 @@ def run(
     """Train a sampler for ``system`` at inverse temperature ``beta`` and estimate its free energy.
 
     Phases: build the sampler, train it (reverse KL), draw ``n_samples`` with float64
-    log-weights, estimate ln Z (importance sampling, variational upper bound on βF), run the
-    Monte Carlo reference (AIS for the Coulomb gas) and the lower bound from its samples.
+    log-weights, estimate ln Z (importance sampling, variational upper bound on βF), optionally
+    refine samples of q towards p by MCMC with exact weights (AIS, SMC or neural MCMC; the
+    refined ln Z, and with equilibrium samples of p also BAR between q and p), then run the Monte
+    Carlo reference (AIS or a BAR/MBAR coupling ladder for the Coulomb gas) and the lower bound
+    from its samples.
 
     Args:
         system: an ``AbstractSystem``.
@@ -177,8 +356,10 @@ def run(
         n_samples: samples of q for the estimates.
         chunk_size: samples drawn per device call in the estimation phase.
         n_boot: bootstrap resamples for the importance-sampling error (0 = none).
-        reference: ``"auto"``, ``"ais"`` or ``"none"``.
+        reference: ``"auto"``, ``"ais"``, ``"ladder"`` or ``"none"``.
         reference_options: keyword arguments of the reference method.
+        refine: ``"none"``, ``"ais"``, ``"smc"`` or ``"nmcmc"`` (see :func:`run_refinement`).
+        refine_options: keyword arguments of the refinement method.
         indistinguishable: subtract ln N! from every ln Z (identical particles).
         seed: the run's seed; the run is reproducible from it.
         checkpoint_path: training checkpoint file (atomically replaced), or None.
@@ -209,8 +390,10 @@ def run(
         raise ValueError(f"beta must be a positive finite number, got {beta!r}")
     beta = float(beta)
     reference = resolve_reference(reference, system)
+    refine = resolve_refine(refine)
     key = jax.random.key(seed)
     k_init, k_train, k_est, k_ref = jax.random.split(key, 4)
+    k_refine = jax.random.fold_in(key, 101)  # added later: the other keys stay as they were
     timings = {}
 
     t = time.perf_counter()
@@ -245,6 +428,22 @@ def run(
     samples["weights_normalised"] = est.normalised_weights(samples["log_w"])
     timings["estimate"] = time.perf_counter() - t
 
+    refined = {}
+    if refine != "none":
+        t = time.perf_counter()
+        derived, refined = run_refinement(
+            refine,
+            q,
+            system,
+            beta,
+            key=k_refine,
+            q_log_w=samples["log_w"],
+            progress=progress,
+            **(refine_options or {}),
+        )
+        estimates.update(derived)
+        timings["refine"] = time.perf_counter() - t
+
     t = time.perf_counter()
     ref_est, derived = run_reference(
         reference,
@@ -252,6 +451,7 @@ def run(
         beta,
         key=k_ref,
         sampler=q,
+        q_log_w=samples["log_w"],
         progress=progress,
         **(reference_options or {}),
     )
@@ -279,6 +479,7 @@ def run(
         exact_log_z=exact,
         train_history={k: np.asarray(v) for k, v in state.history.items()},
         samples=samples,
+        refined=refined,
         timings=timings,
         params=params,
         device=str(jax.devices()[0]),

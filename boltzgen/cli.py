@@ -102,6 +102,7 @@ def _cmd_run(args) -> int:
     )
     sampler = dict(spec["sampler"])
     reference = dict(spec["reference"])
+    refine = dict(spec["refine"])
     tr, es = spec["train"], spec["estimate"]
     t0 = time.perf_counter()
     result = bg.run(
@@ -119,6 +120,8 @@ def _cmd_run(args) -> int:
         n_boot=es["n_boot"],
         reference=reference.pop("method"),
         reference_options=reference,
+        refine=refine.pop("method"),
+        refine_options=refine,
         indistinguishable=spec["ensemble"]["indistinguishable"],
         seed=spec["seed"],
         checkpoint_path=out + ".ckpt",

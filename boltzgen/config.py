@@ -1,8 +1,9 @@
 """TOML run specs → validated plain dicts, with one-line errors that name the bad key or value.
 
 A spec has the sections of DESIGN.md ("Run spec"): ``[system]``, ``[ensemble]``, ``[sampler]``,
-``[train]``, ``[estimate]``, ``[reference]`` and a top-level ``seed``. Every key has a default
-(the seed demo: the 2-D Coulomb gas, N = 6, β = 10), so an empty spec is a valid run.
+``[train]``, ``[estimate]``, ``[refine]``, ``[reference]`` and a top-level ``seed``. Every key
+has a default (the seed demo: the 2-D Coulomb gas, N = 6, β = 10), so an empty spec is a valid
+run.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import math
 import tomllib
 from typing import Any
 
-SECTIONS = ("system", "ensemble", "sampler", "train", "estimate", "reference")
+SECTIONS = ("system", "ensemble", "sampler", "train", "estimate", "refine", "reference")
 
 #: Defaults of the sections whose keys are fixed here (system and sampler keys belong to
-#: their registries, reference keys to the reference method).
+#: their registries, refine and reference keys to their methods).
 DEFAULTS: dict[str, Any] = {
     "system": {"kind": "coulomb"},
     "ensemble": {"beta": 10.0, "indistinguishable": False},
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": 500,
     },
     "estimate": {"n_samples": 65536, "chunk_size": 8192, "n_boot": 200},
+    "refine": {"method": "none"},
     "reference": {"method": "auto"},
     "seed": 0,
 }
@@ -191,25 +193,36 @@ def validate(raw: dict) -> dict:
     except ValueError as err:
         raise SpecError(_prefix("sampler", err)) from None
 
-    # Reference: the Monte Carlo method knows its keys.
-    from boltzgen._run import reference_defaults, resolve_reference
+    # Refinement and reference: each Monte Carlo method knows its keys.
+    from boltzgen._run import (
+        reference_defaults,
+        refine_defaults,
+        resolve_reference,
+        resolve_refine,
+    )
 
-    ref = dict(spec["reference"])
-    method = resolve_reference(ref.pop("method"), system)
-    valid = reference_defaults(method)
-    bad = set(ref) - set(valid)
-    if bad:
-        raise SpecError(
-            f"unknown key reference.{sorted(bad)[0]} for method {method!r}; "
-            f"valid: method, {', '.join(valid)}"
-        )
-    for key, value in ref.items():
-        default = valid[key]
-        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
-            value, type(default) if not isinstance(default, float) else (int, float)
-        ):
-            raise SpecError(f"reference.{key} must be {type(default).__name__}, got {value!r}")
-    spec["reference"] = {"method": method, **valid, **ref}
+    for section, resolve, defaults in (
+        ("refine", resolve_refine, refine_defaults),
+        ("reference", lambda m: resolve_reference(m, system), reference_defaults),
+    ):
+        opts = dict(spec[section])
+        method = opts.pop("method")
+        if not isinstance(method, str):
+            raise SpecError(f"{section}.method must be a string, got {method!r}")
+        method = resolve(method)
+        valid = defaults(method)
+        bad = set(opts) - set(valid)
+        if bad:
+            raise SpecError(
+                f"unknown key {section}.{sorted(bad)[0]} for method {method!r}; "
+                f"valid: method{''.join(', ' + k for k in valid)}"
+            )
+        for key, value in opts.items():
+            default = valid[key]
+            want = (int, float) if isinstance(default, float) else type(default)
+            if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, want):
+                raise SpecError(f"{section}.{key} must be {type(default).__name__}, got {value!r}")
+        spec[section] = {"method": method, **valid, **opts}
     return spec
 
 

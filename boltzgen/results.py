@@ -1,12 +1,13 @@
 """The HDF5 results schema: write, read, and the free-energy table. One place.
 
-Schema (version 1, documented in docs/results-format.md)::
+Schema (version 2, documented in docs/results-format.md)::
 
     /                 attrs: schema_version, boltzgen_version, created, seed, spec, device, beta
     /system           attrs: kind and parameters;  dataset exact_log_z where known
     /train            per-step datasets: loss, grad_norm, ess_fraction, n_nonfinite, wall_time
     /train/params     the trained sampler's array leaves (same layout as a checkpoint)
     /samples          x, log_q, energy, log_w, weights_normalised
+    /refine           refined samples (x, log_w), per-step diagnostics; attrs: method, cost, ESS
     /estimates/<m>    attrs: log_z, log_z_stderr, beta_f, beta_f_stderr, kind, n_samples, ess, ...
     /reference/<m>    same attrs plus n_energy_evals, wall_time
     /timings          attrs: wall time of each phase in seconds
@@ -27,7 +28,7 @@ import numpy as np
 
 from boltzgen.estimators import Estimate
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _version() -> str:
@@ -53,6 +54,8 @@ class Result:
         exact_log_z: exact ln Z when the system has one, else None.
         train_history: per-step arrays (loss, grad_norm, ess_fraction, ...).
         samples: x, log_q, energy, log_w arrays from the estimation phase.
+        refined: the MCMC refinement's samples and diagnostics (arrays), with its scalars under
+            ``"attrs"`` (method, ESS before, cost); empty without refinement.
         timings: wall time of each phase (seconds).
         params: the trained sampler's array leaves, in tree order.
         device: the JAX device string.
@@ -68,6 +71,7 @@ class Result:
     exact_log_z: float | None = None
     train_history: dict[str, np.ndarray] = field(default_factory=dict)
     samples: dict[str, np.ndarray] = field(default_factory=dict)
+    refined: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     params: list[np.ndarray] = field(default_factory=list)
     device: str = ""
@@ -113,8 +117,15 @@ class Result:
         s = f.create_group("samples")
         for k, v in self.samples.items():
             s.create_dataset(k, data=np.asarray(v), compression="gzip", compression_opts=1)
+        if self.refined:
+            r = f.create_group("refine")
+            for k, v in self.refined.items():
+                if k == "attrs":
+                    r.attrs.update(v)
+                else:
+                    r.create_dataset(k, data=np.asarray(v), compression="gzip", compression_opts=1)
         for name, group in (("estimates", self.estimates), ("reference", self.reference)):
-            e = f.create_group(name)
+            e = f.create_group(name, track_order=True)  # read back in the order written
             for method, est in group.items():
                 e.create_group(method).attrs.update(est.to_attrs())
         f.create_group("timings").attrs.update({k: float(v) for k, v in self.timings.items()})
@@ -147,6 +158,11 @@ class Result:
             history = {k: v[()] for k, v in f["train"].items() if isinstance(v, h5py.Dataset)}
             params = [f["train/params"][k][()] for k in sorted(f["train/params"])]
             smp = {k: v[()] for k, v in f["samples"].items()} if samples else {}
+            refined = {}
+            if "refine" in f:
+                refined = {"attrs": {k: _plain(v) for k, v in f["refine"].attrs.items()}}
+                if samples:
+                    refined.update({k: v[()] for k, v in f["refine"].items()})
             est = {m: Estimate.from_attrs(dict(g.attrs)) for m, g in f["estimates"].items()}
             ref = {m: Estimate.from_attrs(dict(g.attrs)) for m, g in f["reference"].items()}
             return cls(
@@ -159,6 +175,7 @@ class Result:
                 exact_log_z=exact,
                 train_history=history,
                 samples=smp,
+                refined=refined,
                 timings={k: float(v) for k, v in f["timings"].attrs.items()},
                 params=params,
                 device=_plain(f.attrs["device"]),
@@ -174,7 +191,7 @@ class Result:
         )
         lines = [f"{head}   β = {self.beta:g}   seed = {self.seed}"]
         cols = (
-            f"{'method':<16}{'kind':<13}{'βF':>14}{'± stderr':>11}{'ln Z':>14}{'ESS':>10}{'n':>9}"
+            f"{'method':<30}{'kind':<13}{'βF':>14}{'± stderr':>11}{'ln Z':>14}{'ESS':>10}{'n':>9}"
             "  notes"
         )
         lines += [cols, "-" * len(cols)]
@@ -188,20 +205,24 @@ class Result:
                 notes.append(f"{e.extra['n_nonfinite']} non-finite")
             if "log_z_stderr_bootstrap" in e.extra:
                 notes.append(f"bootstrap ±{e.extra['log_z_stderr_bootstrap']:.2g}")
+            if "ess_before" in e.extra:
+                notes.append(f"ESS {e.extra['ess_before']:.4g} before refinement")
             if "n_energy_evals" in e.extra:
+                lq = e.extra.get("n_log_q_evals")
                 notes.append(
-                    f"cost {e.extra['n_energy_evals']:.3g} energy evals, "
-                    f"{e.extra.get('wall_time', math.nan):.1f} s"
+                    f"cost {e.extra['n_energy_evals']:.3g} energy"
+                    + (f" + {lq:.3g} log q" if lq else "")
+                    + f" evals, {e.extra.get('wall_time', math.nan):.1f} s"
                 )
             ess = f"{e.ess:.4g}" if math.isfinite(e.ess) else "-"
             lines.append(
-                f"{prefix + method:<16}{_kind_label(e.kind):<13}"
+                f"{prefix + method:<30}{_kind_label(e.kind):<13}"
                 f"{e.beta_f:>14.6f}{e.beta_f_stderr:>11.2g}"
                 f"{e.log_z:>14.6f}{ess:>10}{e.n_samples:>9}  {'; '.join(notes)}"
             )
         if self.exact_log_z is not None:
             lines.append(
-                f"{'exact':<16}{'exact':<13}{-self.exact_log_z:>14.6f}{'':>11}{self.exact_log_z:>14.6f}"
+                f"{'exact':<30}{'exact':<13}{-self.exact_log_z:>14.6f}{'':>11}{self.exact_log_z:>14.6f}"
             )
         lines.append("")
         lines += self.bracket_lines()
@@ -220,12 +241,18 @@ class Result:
         return "\n".join(lines)
 
     def best(self) -> Estimate | None:
-        """The minimum-variance estimate of kind ``estimate`` among the sampler's estimates."""
+        """The minimum-variance estimate of kind ``estimate`` among the sampler's estimates.
+
+        Estimates flagged ``low_ess`` (error bar not to be trusted) are passed over when any
+        unflagged one exists.
+        """
         cands = [
             e
             for e in self.estimates.values()
             if e.kind == "estimate" and math.isfinite(e.log_z_stderr)
         ]
+        trusted = [e for e in cands if not e.extra.get("low_ess")]
+        cands = trusted or cands
         return min(cands, key=lambda e: e.log_z_stderr) if cands else None
 
     def reference_lines(self) -> list[str]:

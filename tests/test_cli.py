@@ -9,6 +9,7 @@ import pytest
 
 from boltzgen.cli import main
 from boltzgen.config import SpecError, apply_override, load_spec, to_toml, validate
+from boltzgen.results import SCHEMA_VERSION
 
 TINY = [
     "--set",
@@ -179,7 +180,7 @@ def test_cli_run_writes_file_and_report_reads_it(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "importance" in printed and "ref:ais" in printed and "exact" in printed
     with h5py.File(out) as f:
-        assert f.attrs["schema_version"] == 1
+        assert f.attrs["schema_version"] == SCHEMA_VERSION
         assert "n_particles = 2" in f.attrs["spec"]
         for m in ("variational", "importance", "forward_bound"):
             assert m in f["estimates"]
