@@ -133,6 +133,7 @@ def ais_step(
     target_accept: float = 0.65,
     adapt_rate: float = 1.0,
     step_size: Array | None = None,
+    reuse_move_density: bool = False,
 ) -> tuple[AISState, AISInfo]:
     r"""One AIS step on every chain: weight increment at x_{k-1}, then an MCMC move at λ_k.
 
@@ -157,6 +158,18 @@ def ais_step(
     conditional on a fixed step-size sequence, so for a strictly unbiased run pass a fixed ε_k
     (e.g. from a pilot run) as ``step_size``, which is then used as is and not adapted.
 
+    Reusing the move's density (``reuse_move_density=True``, for an expensive π_0 such as a
+    flow's log q): the move returns log π_λ and ∇ log π_λ at the new position, so only π_1 is
+    re-evaluated there and
+
+        log π_0 = (log π_λ - λ log π_1) / (1 - λ),
+        ∇ log π_0 = (∇ log π_λ - λ ∇ log π_1) / (1 - λ),
+
+    saving one evaluation of π_0 per step. Round-off is amplified by 1/(1 - λ): use it in
+    float64 with 1 - λ_k not tiny below λ = 1 (a power schedule with K ≤ 10⁵ is fine). At
+    λ_k = 1 the carried π_0 components are left unchanged (stale): they are never used again,
+    since the schedule ends at 1 and later increments are (1 - 1)·(...) = 0.
+
     Args:
         key: PRNG key for this step.
         state: the current :class:`AISState`.
@@ -169,6 +182,8 @@ def ais_step(
         target_accept: target mean acceptance for the adaptation.
         adapt_rate: gain of the multiplicative step-size update.
         step_size: a fixed ε for this step (no adaptation), or None to use and adapt the carried ε.
+        reuse_move_density: derive π_0 at the new position from the move's log π_λ (see above)
+            instead of evaluating it.
 
     Returns:
         The new state and an :class:`AISInfo`.
@@ -203,7 +218,19 @@ def ais_step(
             new, info = bj_mala.build_kernel()(k, bj_mala.MALAState(x, ld, grad), log_density, eps)
             divergent = jnp.zeros((), bool)
         acc = jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0)
-        nl0, nl1, ng0, ng1 = _value_and_grads(new.position, log_density_0, log_density_1)
+        if reuse_move_density:
+            nl1, ng1 = jax.value_and_grad(log_density_1)(new.position)
+            at_one = lambda_next >= 1
+            denom = jnp.where(at_one, jnp.ones_like(lambda_next), 1 - lambda_next)
+            nl0 = jnp.where(at_one, l0, (new.logdensity - lambda_next * nl1) / denom)
+            ng0 = jax.tree.map(
+                lambda g, gl, g1: jnp.where(at_one, g, (gl - lambda_next * g1) / denom),
+                g0,
+                new.logdensity_grad,
+                ng1,
+            )
+        else:
+            nl0, nl1, ng0, ng1 = _value_and_grads(new.position, log_density_0, log_density_1)
         return new.position, nl0, nl1, ng0, ng1, acc, divergent
 
     keys = jax.random.split(key, chains.log_weight.shape[0])

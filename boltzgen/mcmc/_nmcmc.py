@@ -114,6 +114,7 @@ def nmcmc_step(
     target_accept: float = 0.57,
     adapt: bool | jax.Array = False,
     adapt_rate: float = 1.0,
+    recompute_log_q: bool = False,
 ) -> tuple[NMCMCState, NMCMCInfo]:
     r"""One IMH step with proposal q for every chain, then ``n_local`` local moves on p.
 
@@ -137,6 +138,10 @@ def nmcmc_step(
         target_accept: target mean acceptance of the local moves.
         adapt: adapt ε at this step.
         adapt_rate: gain of the step-size update.
+        recompute_log_q: re-evaluate log q(x') with ``log_q`` (one more log-q evaluation per
+            proposal) instead of trusting the value returned by ``sample_q``; use it when the
+            sampler draws in a lower precision than the run (its log q then carries that
+            round-off, e.g. ~1e-6 for a float32 flow).
 
     Returns:
         The new state and an :class:`NMCMCInfo`.
@@ -147,6 +152,7 @@ def nmcmc_step(
     # 1. independent MH with proposal q (one batched draw for all chains).
     xp, lq_p = sample_q(k_prop, n)
     xp = jnp.asarray(xp, state.position.dtype)
+    lq_p = jax.vmap(log_q)(xp) if recompute_log_q else lq_p
     lq_p = jnp.asarray(lq_p, dtype)
     lp_p, g_p = jax.vmap(jax.value_and_grad(log_density))(xp)
     v_prop = lp_p - lq_p
@@ -245,6 +251,7 @@ def neural_mcmc(
     target_accept: float | None = None,
     adapt_rate: float = 1.0,
     burn_in: int | None = None,
+    recompute_log_q: bool = False,
     precision: str = "float64",
     progress: bool | str = False,
 ) -> RefineResult:
@@ -267,9 +274,11 @@ def neural_mcmc(
     ``diagnostics["final_log_weights"]``).
 
     The run is one ``jit``-ed ``lax.scan`` in equal chunks (progress bar between chunks), in
-    float64 by default. Cost per chain: 1 ``sample_q`` + 1 log p (value+grad) initially; per
-    step 1 ``sample_q`` + 1 log p (value+grad) for the proposal, n_local · n_grad log p for the
-    local moves (n_grad = ``n_leapfrog`` for HMC, 1 for MALA) and 1 log q (value) after them.
+    float64 by default. Cost per chain: initially 1 ``sample_q``, 1 ``log_q`` (the consistency
+    check ``log_q_mismatch``) and 1 log p (value+grad); per step 1 ``sample_q`` (+1 ``log_q``
+    if ``recompute_log_q``) and 1 log p (value+grad) for the proposal, n_local · n_grad log p
+    for the local moves (n_grad = ``n_leapfrog`` for HMC, 1 for MALA) and 1 log q (value)
+    after them.
 
     Args:
         key: PRNG key.
@@ -285,6 +294,9 @@ def neural_mcmc(
         target_accept: local target acceptance (default 0.57 MALA, 0.65 HMC).
         adapt_rate: gain of the step-size update.
         burn_in: steps with ε adaptation (default T/4); excluded from τ_int.
+        recompute_log_q: re-evaluate log q at every proposal (and x_0) with ``log_q`` instead of
+            using the value from ``sample_q`` (see :func:`nmcmc_step`; +1 log-q evaluation per
+            proposal).
         precision: ``"float64"`` (default) or ``"float32"``.
         progress: progress bar (a string labels it).
 
@@ -297,6 +309,8 @@ def neural_mcmc(
         :func:`integrated_autocorrelation_time`), ``proposal_log_weights`` (all T·M proposals'
         log p - log q, flat float64, iid under q), ``proposal_ess`` (their Kish ESS),
         ``final_log_weights`` (log p - log q at the final states), ``initial_log_weights``,
+        ``log_q_mismatch`` (max |log q from ``sample_q`` - ``log_q``| at x_0: the round-off
+        carried by the proposals' log q unless ``recompute_log_q``),
         ``n_accept`` (per chain), ``burn_in``, ``n_traces``.
     """
     if local_kernel is not None and local_kernel not in KERNELS:
@@ -328,11 +342,15 @@ def neural_mcmc(
         n_leapfrog=n_leapfrog,
         target_accept=float(target_accept),
         adapt_rate=float(adapt_rate),
+        recompute_log_q=bool(recompute_log_q),
     )
 
     def init(key):
         x, lq = sample_q(key, n_chains)
         x = jnp.asarray(x, dtype)
+        lq_fresh = jax.vmap(log_q)(x).astype(dtype)
+        mismatch = jnp.max(jnp.abs(lq_fresh - jnp.asarray(lq, dtype)))
+        lq = lq_fresh if recompute_log_q else lq
         if step_size is None:
             flat = x.reshape(n_chains, -1)
             s = jnp.min(jnp.std(flat, axis=0))
@@ -340,19 +358,19 @@ def neural_mcmc(
         else:
             eps0 = step_size
         st = nmcmc_init(x, lq, log_density=log_density, step_size=eps0)
-        return st, st.log_density - st.log_q
+        return st, st.log_density - st.log_q, mismatch
 
     def body(carry, xs):
         k, adapt = xs
-        state, w0 = carry
+        state, w0, mm = carry
         state, info = nmcmc_step(k, state, adapt=adapt, **step_kw)
-        return (state, w0), info
+        return (state, w0, mm), info
 
     k_init, k_run = jax.random.split(key)
     label = progress if isinstance(progress, str) else "nmcmc"
     with jax.enable_x64(precision == "float64"):
         xs = (jax.random.split(k_run, n_steps), jnp.arange(n_steps) < burn_in)
-        (state, w0), info, wall, comp, n_traces = run_chunked(
+        (state, w0, mismatch), info, wall, comp, n_traces = run_chunked(
             init, (k_init,), body, xs, progress=progress, label=label
         )
         host = jax.device_get(
@@ -362,6 +380,7 @@ def neural_mcmc(
                 log_q=state.log_q,
                 n_accept=state.n_accept,
                 w0=w0,
+                mismatch=mismatch,
             )
         )
     trace = np.asarray(info.log_density, np.float64)
@@ -371,6 +390,7 @@ def neural_mcmc(
     post = slice(burn_in, None)
     n_grad = 0 if local_kernel is None else n_local * (n_leapfrog if local_kernel == "hmc" else 1)
     re_q = 1 if (local_kernel is not None and n_local > 0) else 0
+    rc = 1 if recompute_log_q else 0
     diag = dict(
         imh_acceptance=np.asarray(info.imh_acceptance, np.float64),
         imh_accepted=np.asarray(info.imh_accepted, np.float64),
@@ -389,6 +409,7 @@ def neural_mcmc(
         final_log_weights=final_w,
         initial_log_weights=w0,
         n_accept=np.asarray(host["n_accept"]),
+        log_q_mismatch=float(host["mismatch"]),
         burn_in=int(burn_in),
         n_traces=int(n_traces),
     )
@@ -402,7 +423,7 @@ def neural_mcmc(
         ess_after=float(n_chains),
         n_samples=int(n_chains),
         n_energy_evals=int(n_chains * (1 + n_steps * (1 + n_grad))),
-        n_log_q_evals=int(n_chains * (1 + n_steps * (1 + re_q))),
+        n_log_q_evals=int(n_chains * (2 + n_steps * (1 + rc + re_q))),
         wall_time=float(wall),
         compile_time=float(comp),
         diagnostics=diag,

@@ -287,6 +287,7 @@ def _anneal_once(
     adapt_rate,
     n_replicas,
     resample_threshold,
+    reuse_move_density,
     dtype,
     progress,
     label,
@@ -301,6 +302,7 @@ def _anneal_once(
         n_leapfrog=n_leapfrog,
         target_accept=float(target_accept),
         adapt_rate=float(adapt_rate),
+        reuse_move_density=bool(reuse_move_density),
     )
 
     def init(key):
@@ -374,6 +376,7 @@ def refine_anneal(
     resample_threshold: float | None = None,
     n_replicas: int | None = None,
     pilot_chains: int | None = None,
+    reuse_move_density: bool | None = None,
     precision: str = "float64",
     progress: bool | str = False,
 ) -> RefineResult:
@@ -411,9 +414,14 @@ def refine_anneal(
     of the run's own initial q samples, ε_0 = ½ min_j std_i(x_{0,ij}).
 
     **Cost.** Per chain: ``sample_q`` (1 log-q evaluation), then log q and log p with gradients
-    at x_0 (1 each), then per step n_grad + 1 evaluations of each (n_grad = ``n_leapfrog`` for
-    HMC, 1 for MALA; the +1 re-evaluates the components at the new position, giving the next
-    increment). The pilot's evaluations are included.
+    at x_0 (1 each), then per step n_grad + 1 evaluations of log p (n_grad = ``n_leapfrog`` for
+    HMC, 1 for MALA; the +1 re-evaluates log p at the new position, giving the next increment)
+    and n_grad of log q: with ``reuse_move_density`` (default in float64) log q at the new
+    position is recovered from the move's log π_λ, log q = (log π_λ - λ log p)/(1 - λ), instead
+    of an (n_grad + 1)-th evaluation (see :func:`~boltzgen.mcmc.ais_step`). This matters
+    because a flow's log q with its gradient is usually far costlier than the energy, and it
+    also keeps one copy of the flow's gradient out of the compiled program. The pilot's
+    evaluations are included.
 
     The run is one ``jit``-ed ``lax.scan`` in equal chunks (a progress bar between chunks), in
     float64 by default (``jax.enable_x64(True)``; float32 flow parameters promote).
@@ -437,6 +445,8 @@ def refine_anneal(
         n_replicas: R for SMC (default 16, reduced to a divisor of M with ≥ 32 particles each);
             must divide M. Ignored (1) for AIS.
         pilot_chains: chains of the pilot run (default max(64, M/8)); 0 disables it.
+        reuse_move_density: recover log q after each move from log π_λ (default: True in
+            float64, False in float32, where the 1/(1 - λ) round-off amplification hurts).
         precision: ``"float64"`` (default) or ``"float32"``.
         progress: progress bars (a string labels them).
 
@@ -507,6 +517,8 @@ def refine_anneal(
         raise ValueError("pilot_chains must be 0 or >= 2")
 
     dtype = jnp.float64 if precision == "float64" else jnp.float32
+    if reuse_move_density is None:
+        reuse_move_density = precision == "float64"
     common = dict(
         sample_q=sample_q,
         log_q=log_q,
@@ -516,10 +528,13 @@ def refine_anneal(
         n_leapfrog=n_leapfrog,
         target_accept=target_accept,
         adapt_rate=adapt_rate,
+        reuse_move_density=bool(reuse_move_density),
         dtype=dtype,
     )
     n_grad = n_leapfrog if kernel == "hmc" else 1
     per_chain = 1 + n_steps * (n_grad + 1)
+    # log q: one sample_q draw, the initial evaluation, n_grad (+1) per step
+    per_chain_q = 2 + n_steps * (n_grad + (0 if reuse_move_density else 1))
     key_pilot, key_main = jax.random.split(key)
     diag: dict = {}
     wall = comp = 0.0
@@ -540,7 +555,7 @@ def refine_anneal(
             step_size = np.asarray(pinfo.step_size, np.float64)
             wall, comp = w_, c_
             evals_p += pilot_chains * per_chain
-            evals_q += pilot_chains * (per_chain + 1)
+            evals_q += pilot_chains * per_chain_q
             diag["pilot_step_sizes"] = step_size
             diag["pilot_acceptance"] = np.asarray(pinfo.acceptance, np.float64)
         host, info, w_, c_, n_traces = _anneal_once(
@@ -556,7 +571,7 @@ def refine_anneal(
     wall += w_
     comp += c_
     evals_p += n_chains * per_chain
-    evals_q += n_chains * (per_chain + 1)
+    evals_q += n_chains * per_chain_q
 
     w_final = np.asarray(host["log_weight"], np.float64)
     w0 = np.asarray(host["initial_log_weights"], np.float64)
