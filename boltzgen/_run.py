@@ -213,8 +213,8 @@ def run_reference(
         out = {"ais": e}
         x_p, log_w_p = np.asarray(ref.samples), log_w
     else:
-        n = int(ref.trap_energy[:: ref.stride].size)
-        extra = dict(cost, stride=int(ref.stride), n_states=int(ref.lambdas.size))
+        n = int(sum(ref.trap_energy[::s, k].size for k, s in enumerate(ref.strides)))
+        extra = dict(cost, max_stride=int(ref.strides.max()), n_states=int(ref.lambdas.size))
         out = {
             "ladder_bar": est.Estimate(
                 "ladder_bar", ref.log_z_bar, ref.log_z_bar_stderr, "estimate", n, extra=extra

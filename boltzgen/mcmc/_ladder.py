@@ -9,10 +9,10 @@ between neighbours and, with all states at once, from MBAR.
 Because the reduced energy is linear in λ, u_l(x) = β(T(x) + λ_l c V(x)) with T = κΣ|x|², so
 only T and V are recorded per sample and the full u_kn matrix of MBAR is built afterwards.
 
-Samples of one chain are correlated; the statistical inefficiency g = (samples)/(effective
-samples) of the recorded V traces (numpyro's ``effective_sample_size``, Geyer's initial monotone
-sequence over the independent chains) sets a subsampling stride, after which the asymptotic BAR
-and MBAR variances apply.
+Samples of one chain are correlated; the statistical inefficiency g_k = (samples)/(effective
+samples) of each state's recorded ln V traces (numpyro's ``effective_sample_size``, Geyer's
+initial monotone sequence over the independent chains) sets that state's subsampling stride,
+after which the asymptotic BAR and MBAR variances apply.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class LadderResult:
         coulomb_energy: recorded V_C(x), same shape.
         target_samples: configurations of the λ = 1 state (the target) at the records kept after
             subsampling, shape ``(n_kept, M, N, d)``: equilibrium samples of p.
-        stride: subsampling stride applied to the records before estimating.
-        statistical_inefficiency: g of the recorded V traces, per state, shape ``(K,)``.
+        strides: subsampling stride ⌈g_k⌉ of each state's records before estimating.
+        statistical_inefficiency: g_k of the recorded ln V traces, per state, shape ``(K,)``.
         acceptance: mean HMC acceptance per state after burn-in, shape ``(K,)``.
         step_sizes: the frozen HMC step size per state, shape ``(K,)``.
         n_energy_evals: energy+gradient evaluations over all chains and states.
@@ -68,7 +68,7 @@ class LadderResult:
     trap_energy: np.ndarray
     coulomb_energy: np.ndarray
     target_samples: np.ndarray
-    stride: int
+    strides: np.ndarray
     statistical_inefficiency: np.ndarray
     acceptance: np.ndarray
     step_sizes: np.ndarray
@@ -276,31 +276,33 @@ def coupling_ladder(
         coul_e = np.concatenate([np.asarray(v) for v in vs])
         x_target = np.concatenate([np.asarray(x) for x in xs])
 
-    # Statistical inefficiency of each state's V trace over the M independent chains.
+    # Statistical inefficiency g_k of each state's ln V trace over the M independent chains
+    # (ln V: the same chain, a less heavy-tailed observable than V, whose variance under the free
+    # trap is infinite in 2-D); each state is then subsampled with its own stride ⌈g_k⌉.
     from numpyro.diagnostics import effective_sample_size
 
     g = np.empty(n_states)
     for k in range(n_states):
-        chains = coul_e[:, k, :].T  # (M, R)
+        chains = np.log(coul_e[:, k, :].T)  # (M, R)
         ess = float(effective_sample_size(chains[:, :, None])[0])
         g[k] = max(1.0, chains.size / ess) if ess > 0 and np.isfinite(ess) else float(n_records)
-    stride = int(min(n_records, math.ceil(float(np.max(g)))))
-    t_sub, v_sub = trap_e[::stride], coul_e[::stride]  # (R', K, M)
+    strides = np.minimum(n_records, np.ceil(g)).astype(int)
+    t_sub = [trap_e[:: strides[k], k, :].reshape(-1) for k in range(n_states)]
+    v_sub = [coul_e[:: strides[k], k, :].reshape(-1) for k in range(n_states)]
 
     # Neighbour BAR: W_F = β(λ_{k+1} − λ_k) c V on state-k samples, W_R = −that on state k+1.
     dlam = np.diff(lambdas)
     df = np.empty(n_states - 1)
     dfe = np.empty(n_states - 1)
     for k in range(n_states - 1):
-        wf = beta * dlam[k] * coupling * v_sub[:, k, :].reshape(-1)
-        wr = -beta * dlam[k] * coupling * v_sub[:, k + 1, :].reshape(-1)
+        wf = beta * dlam[k] * coupling * v_sub[k]
+        wr = -beta * dlam[k] * coupling * v_sub[k + 1]
         df[k], dfe[k] = bar_delta_f(wf, wr)
 
     # MBAR on all states: u_l(x_n) = β(T_n + λ_l c V_n) for every pooled sample n.
-    t_pool = np.moveaxis(t_sub, 1, 0).reshape(n_states, -1).reshape(-1)  # grouped by state
-    v_pool = np.moveaxis(v_sub, 1, 0).reshape(n_states, -1).reshape(-1)
+    t_pool, v_pool = np.concatenate(t_sub), np.concatenate(v_sub)  # grouped by state
     u_kn = beta * (t_pool[None, :] + lambdas[:, None] * coupling * v_pool[None, :])
-    n_k = np.full(n_states, t_pool.size // n_states)
+    n_k = np.array([v.size for v in v_sub])
     f_k, cov = mbar(u_kn, n_k)
     var_last = cov[-1, -1] + cov[0, 0] - 2 * cov[0, -1]
 
@@ -316,8 +318,8 @@ def coupling_ladder(
         delta_f_stderr=dfe,
         trap_energy=trap_e,
         coulomb_energy=coul_e,
-        target_samples=x_target[::stride],
-        stride=stride,
+        target_samples=x_target[:: strides[-1]],
+        strides=strides,
         statistical_inefficiency=g,
         acceptance=np.asarray(acc_sum) / max(n_records * thin, 1),
         step_sizes=np.asarray(eps),
