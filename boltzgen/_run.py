@@ -323,7 +323,7 @@ def run(
     n_boot: int = 200,
     reference: str = "auto",
     reference_options: dict | None = None,
-    refine: str = "none",
+    refine: str = "nmcmc",
     refine_options: dict | None = None,
     indistinguishable: bool = False,
     seed: int = 0,
@@ -358,7 +358,8 @@ def run(
         n_boot: bootstrap resamples for the importance-sampling error (0 = none).
         reference: ``"auto"``, ``"ais"``, ``"ladder"`` or ``"none"``.
         reference_options: keyword arguments of the reference method.
-        refine: ``"none"``, ``"ais"``, ``"smc"`` or ``"nmcmc"`` (see :func:`run_refinement`).
+        refine: ``"nmcmc"`` (default: neural MCMC, whose equilibrium samples of p give BAR
+            between q and p), ``"ais"``, ``"smc"`` or ``"none"`` (see :func:`run_refinement`).
         refine_options: keyword arguments of the refinement method.
         indistinguishable: subtract ln N! from every ln Z (identical particles).
         seed: the run's seed; the run is reproducible from it.

@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": 500,
     },
     "estimate": {"n_samples": 65536, "chunk_size": 8192, "n_boot": 200},
-    "refine": {"method": "none"},
+    "refine": {"method": "nmcmc"},
     "reference": {"method": "auto"},
     "seed": 0,
 }

@@ -36,6 +36,8 @@ TINY = [
     "reference.n_chains=32",
     "--set",
     "reference.n_steps=20",
+    "--set",
+    "refine.method=none",
     "--quiet",
 ]
 

@@ -10,7 +10,9 @@ import boltzgen as bg
 from boltzgen import estimators as est
 from boltzgen.systems import CoulombGas, pair_distances
 
-FAST = dict(batch_size=256, n_samples=16384, chunk_size=8192, n_boot=50, progress=False)
+FAST = dict(
+    batch_size=256, n_samples=16384, chunk_size=8192, n_boot=50, progress=False, refine="none"
+)
 # A small sampler where only the pipeline, not the fit, is under test (compiles fast).
 TINY_SAMPLER = dict(n_layers=2, hidden=8, gap=False, rotate=False)
 # Enough for N ≤ 3 at β ≤ 5 (ESS ≳ 50 % of samples after 400 steps), and quick to compile.
@@ -20,12 +22,19 @@ SMALL_SAMPLER = dict(n_layers=4, hidden=16, gap=False, rotate=False)
 @pytest.mark.parametrize("dim,beta", [(2, 2.0), (3, 5.0)])
 def test_importance_log_z_matches_exact_pair_integral(dim, beta):
     system = CoulombGas(2, dim)
+    fast = FAST | dict(refine="nmcmc", refine_options=dict(n_chains=128, n_steps=50))
     r = bg.run(
-        system, beta, sampler_options=SMALL_SAMPLER, steps=400, reference="none", seed=1, **FAST
+        system, beta, sampler_options=SMALL_SAMPLER, steps=400, reference="none", seed=1, **fast
     )
     e = r.estimates["importance"]
     assert e.ess > 1000, e
     within_sigmas(e.log_z, system.exact_log_z(beta), e.log_z_stderr)
+    # BAR between q and the neural-MCMC samples of p, and the refined estimate.
+    for m in ("bar", "refined_nmcmc"):
+        within_sigmas(r.estimates[m].log_z, system.exact_log_z(beta), r.estimates[m].log_z_stderr)
+    assert r.estimates["forward_bound_refined"].log_z > system.exact_log_z(beta) - 4 * (
+        r.estimates["forward_bound_refined"].log_z_stderr
+    )
     # The variational bound is an upper bound on βF: never below exact beyond its error.
     v = r.estimates["variational"]
     assert v.beta_f > -system.exact_log_z(beta) - 4 * v.beta_f_stderr
@@ -81,6 +90,7 @@ def test_same_seed_same_estimates_different_seed_agrees(tmp_path):
         sampler_options=TINY_SAMPLER,
         steps=60,
         reference="none",
+        refine="none",
         batch_size=128,
         n_samples=4096,
         chunk_size=4096,
@@ -107,6 +117,7 @@ def test_indistinguishable_flag_subtracts_log_n_factorial():
         sampler_options=TINY_SAMPLER,
         steps=10,
         reference="none",
+        refine="none",
         batch_size=64,
         n_samples=512,
         chunk_size=512,

@@ -101,13 +101,13 @@ def test_refine_spec_section():
     spec = load_spec(None, ["refine.method=smc", "refine.n_steps=7"])
     assert spec["refine"]["method"] == "smc" and spec["refine"]["n_steps"] == 7
     assert spec["refine"]["resample_threshold"] == 0.5
-    assert load_spec(None)["refine"] == {"method": "none"}
+    assert load_spec(None)["refine"]["method"] == "nmcmc"
     assert load_spec(None, ["reference.method=ladder"])["reference"]["n_states"] > 1
     for bad, msg in [
         (["refine.method=hmc"], "unknown refine.method 'hmc'"),
         (["refine.method=ais", "refine.n_stepz=3"], "unknown key refine.n_stepz"),
         (["refine.method=nmcmc", "refine.n_steps=1.5"], "refine.n_steps must be int"),
-        (["refine.n_steps=5"], "unknown key refine.n_steps for method 'none'"),
+        (["refine.method=none", "refine.n_steps=5"], "unknown key refine.n_steps for method"),
     ]:
         with pytest.raises(SpecError, match=msg):
             load_spec(None, bad)
