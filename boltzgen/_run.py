@@ -58,8 +58,7 @@ def resolve_reference(method: str, system: AbstractSystem) -> str:
 
 
 def _reference_function(method: str):
-    from boltzgen.mcmc import coulomb_reference
-    from boltzgen.mcmc._ladder import coupling_ladder
+    from boltzgen.mcmc import coulomb_reference, coupling_ladder
 
     return {"ais": coulomb_reference, "ladder": coupling_ladder}[method]
 

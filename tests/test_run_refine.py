@@ -11,7 +11,7 @@ from conftest import within_sigmas
 import boltzgen as bg
 from boltzgen import estimators as est
 from boltzgen.config import SpecError, load_spec
-from boltzgen.mcmc._ladder import coupling_ladder
+from boltzgen.mcmc import coupling_ladder
 from boltzgen.results import Result
 from boltzgen.systems import CoulombGas, Gaussian
 

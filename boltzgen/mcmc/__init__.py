@@ -8,6 +8,9 @@ Refinement of a normalised sampler q towards p with exact weights: :func:`refine
 or SMC along q^{1-λ} p^λ) and :func:`neural_mcmc` (independent MH with proposal q plus local
 moves; pure kernels :func:`nmcmc_init` / :func:`nmcmc_step`), both returning a
 :class:`RefineResult`.
+
+Monte Carlo baseline without a flow: :func:`coupling_ladder` (BAR / MBAR along a ladder of
+Coulomb couplings from the free trap, HMC in every state), returning a :class:`LadderResult`.
 """
 
 from boltzgen.mcmc._ais import (
@@ -20,6 +23,7 @@ from boltzgen.mcmc._ais import (
     ais_step,
     annealing_schedule,
 )
+from boltzgen.mcmc._ladder import LadderResult, coupling_ladder
 from boltzgen.mcmc._nmcmc import (
     NMCMCInfo,
     NMCMCState,
@@ -36,6 +40,7 @@ __all__ = [
     "AISInfo",
     "AISResult",
     "AISState",
+    "LadderResult",
     "NMCMCInfo",
     "NMCMCState",
     "RefineInfo",
@@ -48,6 +53,7 @@ __all__ = [
     "anneal_reference",
     "annealing_schedule",
     "coulomb_reference",
+    "coupling_ladder",
     "integrated_autocorrelation_time",
     "neural_mcmc",
     "nmcmc_init",
