@@ -123,3 +123,9 @@ def test_weighted_mean():
     assert abs(m - f.mean()) < 1e-12 and abs(s - f.std(ddof=1) / math.sqrt(1000)) < 1e-12
     m2, _ = est.weighted_mean(f, np.zeros(1000))
     assert abs(m2 - f.mean()) < 1e-12
+
+
+def test_forward_bound_with_q_zero_at_a_p_sample_is_the_trivial_bound():
+    """ln q = −∞ at a sample of p makes E_p[u + ln q] = −∞: βF ≥ −∞ is all that is left."""
+    f = est.forward_bound(np.array([1.0, 2.0, -np.inf]))
+    assert f.kind == "lower_bound" and f.beta_f == -math.inf and f.extra["n_nonfinite"] == 1

@@ -202,7 +202,17 @@ def forward_bound(
         raise ValueError("need at least one sample of p, got an empty array")
     n_nonfinite = int((~np.isfinite(a)).sum())
     if n_nonfinite:
-        a = np.where(np.isfinite(a), a, np.inf)
+        # q = 0 (or a numerical failure) at a sample of p: the only rigorous statement left is
+        # the trivial bound βF ≥ −∞. (Replacing the value by +∞ would claim βF ≥ +∞.)
+        return Estimate(
+            method,
+            math.inf,
+            math.inf,
+            "lower_bound",
+            int(a.size),
+            float(a.size) if log_w_p is None else kish_ess(log_w_p),
+            {"n_nonfinite": n_nonfinite},
+        )
     mean, err = weighted_mean(a, log_w_p)
     ess = float(a.size) if log_w_p is None else kish_ess(log_w_p)
     return Estimate(
