@@ -273,14 +273,15 @@ def run_refinement(
         wall_time=float(res.wall_time),
         **scalars,
     )
+    n_used, ess = int(res.n_samples), float(res.ess_after)
+    if method == "nmcmc":
+        # Its ln Z is importance sampling on the IMH proposals (iid samples of q): report their
+        # number and Kish ESS, not the equal weights of the final chain states.
+        n_used = int(np.size(res.diagnostics["proposal_log_weights"]))
+        ess = float(res.diagnostics["proposal_ess"])
+    extra["low_ess"] = int(ess < est.MIN_TRUSTED_ESS)
     ref_est = est.Estimate(
-        name,
-        float(res.log_z),
-        float(res.log_z_stderr),
-        "estimate",
-        int(res.n_samples),
-        float(res.ess_after),
-        extra,
+        name, float(res.log_z), float(res.log_z_stderr), "estimate", n_used, ess, extra
     )
     out = {name: ref_est}
     if method == "nmcmc":  # equilibrium samples of p: equal weights
