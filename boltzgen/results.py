@@ -201,6 +201,8 @@ class Result:
             notes = []
             if e.extra.get("low_ess"):
                 notes.append("ESS<100: error bar untrustworthy")
+            if e.extra.get("low_overlap"):
+                notes.append(f"overlap {e.extra['overlap']:.2g} < 0.03: error bar untrustworthy")
             if e.extra.get("n_nonfinite"):
                 notes.append(f"{e.extra['n_nonfinite']} non-finite")
             if "log_z_stderr_bootstrap" in e.extra:
@@ -243,15 +245,15 @@ class Result:
     def best(self) -> Estimate | None:
         """The minimum-variance estimate of kind ``estimate`` among the sampler's estimates.
 
-        Estimates flagged ``low_ess`` (error bar not to be trusted) are passed over when any
-        unflagged one exists.
+        Estimates flagged ``low_ess`` or ``low_overlap`` (error bar not to be trusted) are passed
+        over when any unflagged one exists.
         """
         cands = [
             e
             for e in self.estimates.values()
             if e.kind == "estimate" and math.isfinite(e.log_z_stderr)
         ]
-        trusted = [e for e in cands if not e.extra.get("low_ess")]
+        trusted = [e for e in cands if not (e.extra.get("low_ess") or e.extra.get("low_overlap"))]
         cands = trusted or cands
         return min(cands, key=lambda e: e.log_z_stderr) if cands else None
 

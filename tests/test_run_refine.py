@@ -195,3 +195,28 @@ def test_ais_from_a_poor_flow_agrees_with_monte_carlo_reference_n6():
     a, b = refined["refined_ais"], ref["ais"]
     assert a.extra["ess_before"] < 5  # a poor q: plain importance sampling is hopeless
     within_sigmas(a.log_z - b.log_z, 0.0, math.hypot(a.log_z_stderr, b.log_z_stderr))
+
+
+def test_bar_flags_states_without_overlap():
+    """q that misses p: the asymptotic BAR error is meaningless and the estimate is flagged;
+    well-overlapping states are not."""
+    rng = np.random.default_rng(5)
+    # A = N(0, 1), B = N(12, 1) in 1-D, both normalised: exact Δf = 0.
+    xa, xb = rng.normal(size=2000), 12.0 + rng.normal(size=2000)
+
+    def du(x):  # u_B − u_A
+        return 0.5 * (x - 12.0) ** 2 - 0.5 * x**2
+
+    poor = est.bar(du(xa), -du(xb))
+    assert poor.extra["low_overlap"] == 1 and poor.extra["overlap"] < est.MIN_TRUSTED_OVERLAP
+    xb = 0.5 + rng.normal(size=2000)
+
+    def du_close(x):
+        return 0.5 * (x - 0.5) ** 2 - 0.5 * x**2
+
+    good = est.bar(du_close(xa), -du_close(xb))
+    assert good.extra["low_overlap"] == 0
+    within_sigmas(good.log_z, 0.0, good.log_z_stderr)
+    r = Result(beta=1.0, system={"kind": "gaussian"}, estimates={"bar": poor, "b2": good})
+    assert r.best() is good  # the flagged estimate is passed over
+    assert "overlap" in r.table()

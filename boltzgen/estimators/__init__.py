@@ -5,7 +5,7 @@ Nothing here knows about systems or samplers: callers pass log-weights w = −u(
 second-law bounds) and MBAR return ln(Z_B/Z_A) = −Δf; see docs/estimators.md.
 """
 
-from boltzgen.estimators._bar import bar, bar_delta_f
+from boltzgen.estimators._bar import MIN_TRUSTED_OVERLAP, bar, bar_delta_f
 from boltzgen.estimators._estimate import KINDS, Estimate
 from boltzgen.estimators._importance import (
     MIN_TRUSTED_ESS,
@@ -34,6 +34,7 @@ __all__ = [
     "Estimate",
     "KINDS",
     "MIN_TRUSTED_ESS",
+    "MIN_TRUSTED_OVERLAP",
     "bar",
     "bar_delta_f",
     "bootstrap_log_z_stderr",

@@ -15,6 +15,9 @@ from scipy.special import expit, log_expit, logsumexp
 
 from boltzgen.estimators._estimate import Estimate
 
+#: Below this two-state overlap a BAR error bar is flagged (pymbar's threshold for "poor").
+MIN_TRUSTED_OVERLAP = 0.03
+
 
 def as_works(works, name: str) -> tuple[np.ndarray, int]:
     """Validate a 1-D array of works: float64 copy with NaN → +inf, and the NaN count.
@@ -156,7 +159,9 @@ def bar(
     ``n_forward``, ``n_reverse``, ``n_nonfinite_forward``/``n_nonfinite_reverse`` (NaN works,
     treated as +inf), ``n_inf_forward``/``n_inf_reverse`` (all +inf works, NaN included),
     ``overlap`` = N²/(n_F n_R)·⟨σ(a)σ(−a)⟩ ∈ [0, 1] (MBAR's scalar overlap of the two states:
-    1 = identical, ≲ 0.03 = poor, trust the error bar less), and with ``n_boot > 0``
+    1 = identical, ≲ 0.03 = poor, trust the error bar less), ``low_overlap`` = 1 when
+    overlap < :data:`MIN_TRUSTED_OVERLAP` (the asymptotic error is then not to be trusted), and
+    with ``n_boot > 0``
     ``log_z_stderr_bootstrap`` (forward and reverse works resampled separately).
 
     Args:
@@ -181,6 +186,7 @@ def bar(
         "n_inf_forward": int(np.isinf(wf).sum()),
         "n_inf_reverse": int(np.isinf(wr).sum()),
         "overlap": overlap,
+        "low_overlap": int(not overlap >= MIN_TRUSTED_OVERLAP),
     }
     if n_boot > 0:
         if rng is None:
