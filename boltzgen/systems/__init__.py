@@ -1,8 +1,19 @@
-"""Energy functions: the Coulomb gas, analytic test systems with exact ln Z, a registry."""
+"""Energy functions: the Coulomb gas, Ising and pairwise spin systems, analytic test systems with exact ln Z, a registry."""
 
 from boltzgen.systems._analytic import Gaussian
 from boltzgen.systems._base import AbstractParticleSystem, AbstractSystem
 from boltzgen.systems._coulomb import CoulombGas, HarmonicTrap, coulomb_pair_log_z, pair_distances
+from boltzgen.systems._ising import (
+    BETA_C,
+    AbstractSpinSystem,
+    Ising,
+    EdwardsAnderson,
+    PairwiseSpins,
+    SherringtonKirkpatrick,
+    all_states,
+    enumerate_energies,
+    enumerate_log_z,
+)
 from boltzgen.systems._registry import SYSTEMS, make_system
 
 __all__ = [
@@ -13,6 +24,15 @@ __all__ = [
     "Gaussian",
     "coulomb_pair_log_z",
     "pair_distances",
+    "AbstractSpinSystem",
+    "Ising",
+    "PairwiseSpins",
+    "SherringtonKirkpatrick",
+    "EdwardsAnderson",
+    "BETA_C",
+    "all_states",
+    "enumerate_energies",
+    "enumerate_log_z",
     "SYSTEMS",
     "make_system",
 ]

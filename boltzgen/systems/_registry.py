@@ -6,6 +6,7 @@ from boltzgen._registry import Entry, resolve
 from boltzgen.systems._analytic import Gaussian
 from boltzgen.systems._base import AbstractSystem
 from boltzgen.systems._coulomb import CoulombGas, HarmonicTrap
+from boltzgen.systems._ising import EdwardsAnderson, Ising, SherringtonKirkpatrick
 
 #: A registered system; ``build(**params)`` returns it.
 SystemEntry = Entry
@@ -13,6 +14,18 @@ SystemEntry = Entry
 
 def _gaussian(dim, sigma, mean):
     return Gaussian.isotropic(dim, sigma, mean)
+
+
+def _ising(L, J, h, boundary, Jh, Jv):
+    return Ising(L, J, h, boundary, Jh=None if Jh == "J" else Jh, Jv=None if Jv == "J" else Jv)
+
+
+def _sk(n_spins, seed, J):
+    return SherringtonKirkpatrick(n_spins, seed=seed, J=J)
+
+
+def _ea(L, seed, boundary):
+    return EdwardsAnderson(L, seed=seed, boundary=boundary)
 
 
 SYSTEMS: dict[str, SystemEntry] = {
@@ -46,6 +59,42 @@ SYSTEMS: dict[str, SystemEntry] = {
             "mean": ((int, float), 0.0, "every component of the mean μ"),
         },
         _gaussian,
+    ),
+    "ising": SystemEntry(
+        "ising",
+        "Ising model on an L×L square lattice, E = −Jh Σ_h s s − Jv Σ_v s s − h Σ s "
+        "(exact ln Z: Kaufman on the torus, transfer matrix, enumeration)",
+        {
+            "L": (int, 8, "linear size L >= 2 (states are L×L arrays of ±1)"),
+            "J": ((int, float), 1.0, "coupling of both directions (J > 0 ferromagnetic)"),
+            "h": ((int, float), 0.0, "uniform field"),
+            "boundary": (str, "periodic", "'periodic' (torus) or 'open'"),
+            "Jh": ((int, float, str), "J", "horizontal coupling when it differs from J"),
+            "Jv": ((int, float, str), "J", "vertical coupling when it differs from J"),
+        },
+        _ising,
+    ),
+    "sk": SystemEntry(
+        "sk",
+        "Sherrington–Kirkpatrick spin glass, J_ij ~ N(0, J²/N) from a fixed seed "
+        "(exact ln Z by enumeration for N <= 20)",
+        {
+            "n_spins": (int, 20, "number of spins N >= 2"),
+            "seed": (int, 0, "seed of the couplings (NumPy default_rng)"),
+            "J": ((int, float), 1.0, "coupling scale"),
+        },
+        _sk,
+    ),
+    "edwards_anderson": SystemEntry(
+        "edwards_anderson",
+        "±J Edwards–Anderson spin glass on an L×L lattice from a fixed seed "
+        "(exact ln Z by enumeration for L×L <= 20)",
+        {
+            "L": (int, 4, "linear size L >= 2"),
+            "seed": (int, 0, "seed of the couplings (NumPy default_rng)"),
+            "boundary": (str, "periodic", "'periodic' or 'open'"),
+        },
+        _ea,
     ),
 }
 
