@@ -9,7 +9,12 @@ from boltzgen.train._driver import (
     save_checkpoint,
     train,
 )
-from boltzgen.train._objectives import OBJECTIVES, reverse_kl_loss
+from boltzgen.train._objectives import (
+    OBJECTIVES,
+    reinforce_beta_range_loss,
+    reinforce_loss,
+    reverse_kl_loss,
+)
 
 __all__ = [
     "HISTORY_KEYS",
@@ -18,6 +23,8 @@ __all__ = [
     "load_checkpoint",
     "make_optimizer",
     "make_step",
+    "reinforce_beta_range_loss",
+    "reinforce_loss",
     "reverse_kl_loss",
     "save_checkpoint",
     "train",

@@ -107,6 +107,7 @@ def train(
     checkpoint_every: int = 500,
     resume: bool = False,
     progress: bool = True,
+    beta_anneal: float = 0.0,
 ) -> TrainState:
     """Train ``sampler`` towards p ∝ exp(−β E) and return the final :class:`TrainState`.
 
@@ -127,6 +128,10 @@ def train(
         checkpoint_every: checkpoint period in steps.
         resume: load ``checkpoint_path`` if it exists and continue from its step.
         progress: show a progress bar.
+        beta_anneal: fraction f of the steps over which β ramps linearly up from 0,
+            β_t = β · min(1, (t + 1) / (f · steps)) (0 = off). Annealing keeps a spin model from
+            collapsing onto one ordered state early (VAN anneals too); the last (1 − f) of the
+            steps train at the target β.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
@@ -137,7 +142,10 @@ def train(
     if resume and checkpoint_path is not None and os.path.exists(checkpoint_path):
         state = load_checkpoint(checkpoint_path, state)
     step_fn = make_step(optimizer, energy_fn, batch_size, objective)
+    if not 0.0 <= beta_anneal < 1.0:
+        raise ValueError(f"beta_anneal must be in [0, 1), got {beta_anneal!r}")
     beta_arr = jnp.asarray(beta, jnp.float32)
+    ramp = beta_anneal * steps
     t0 = time.perf_counter() - (
         state.history["wall_time"][-1] if state.history["wall_time"] else 0.0
     )
@@ -151,8 +159,9 @@ def train(
         dynamic_ncols=True,
     )
     while state.step < steps:
+        beta_t = beta_arr * min(1.0, (state.step + 1) / ramp) if ramp >= 1 else beta_arr
         sampler, opt_state, info = step_fn(
-            state.sampler, state.opt_state, beta_arr, jax.random.fold_in(key, state.step)
+            state.sampler, state.opt_state, beta_t, jax.random.fold_in(key, state.step)
         )
         info = jax.device_get(info)
         state.sampler, state.opt_state = sampler, opt_state
