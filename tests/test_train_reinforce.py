@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from spin_models import MeanField
 
-from boltzgen.flows import AbstractSampler
 from boltzgen.systems import Ising, SherringtonKirkpatrick, all_states, enumerate_log_z
 from boltzgen.train import (
     make_optimizer,
@@ -15,46 +15,6 @@ from boltzgen.train import (
     reinforce_loss,
     train,
 )
-
-
-class MeanField(AbstractSampler):
-    """Independent spins, q(s) = Π σ(s_i a_i): the simplest exactly normalised discrete q.
-
-    With ``conditioned``, the logits are a_i + β b_i (a β-conditioned q(s | β)).
-    """
-
-    logits: jax.Array
-    slope: jax.Array
-    shape: tuple = eqx.field(static=True)
-
-    def __init__(self, shape, *, key, conditioned=False):
-        self.shape = tuple(shape)
-        self.logits = 0.3 * jax.random.normal(key, self.shape)
-        self.slope = jnp.zeros(self.shape)
-
-    @property
-    def event_shape(self):
-        return self.shape
-
-    def _a(self, beta):
-        if beta is None:
-            return self.logits[None]
-        beta = (
-            jnp.broadcast_to(jnp.asarray(beta, self.logits.dtype), (1,))
-            if jnp.ndim(beta) == 0
-            else beta
-        )
-        return self.logits[None] + beta.reshape(-1, *[1] * len(self.shape)) * self.slope[None]
-
-    def sample_and_log_prob(self, n, *, key, beta=None):
-        a = jnp.broadcast_to(self._a(beta), (n, *self.shape))
-        s = jnp.where(jax.random.uniform(key, (n, *self.shape)) < jax.nn.sigmoid(a), 1.0, -1.0)
-        return s, self.log_prob(s, beta)
-
-    def log_prob(self, s, beta=None):
-        a = self._a(beta).astype(s.dtype)
-        axes = tuple(range(1, s.ndim))
-        return jnp.sum(jax.nn.log_sigmoid(s * a), axis=axes)
 
 
 def _exact_objective(q, system, beta):

@@ -1,4 +1,4 @@
-"""Energy functions: the Coulomb gas, Ising and pairwise spin systems, analytic test systems with exact ln Z, a registry."""
+"""Energy functions: Coulomb gas, Ising and pairwise spins, analytic systems with exact ln Z."""
 
 from boltzgen.systems._analytic import Gaussian
 from boltzgen.systems._base import AbstractParticleSystem, AbstractSystem
@@ -6,8 +6,8 @@ from boltzgen.systems._coulomb import CoulombGas, HarmonicTrap, coulomb_pair_log
 from boltzgen.systems._ising import (
     BETA_C,
     AbstractSpinSystem,
-    Ising,
     EdwardsAnderson,
+    Ising,
     PairwiseSpins,
     SherringtonKirkpatrick,
     all_states,

@@ -128,8 +128,11 @@ class Ising(AbstractSpinSystem):
         return 2 * self.L * self.L if self.boundary == "periodic" else 2 * self.L * (self.L - 1)
 
     def exact_log_z(self, beta: float) -> float | None:
-        """Exact ln Z(β): Kaufman's torus formula (h = 0, periodic), a transfer matrix (strips
-        of moderate width, any h), or enumeration; None where none applies."""
+        """Exact ln Z(β), or None where no exact method applies.
+
+        Kaufman's torus formula (h = 0, periodic), a transfer matrix (moderate L, any h), or
+        enumeration.
+        """
         from boltzgen.systems._ising_exact import ising_exact_log_z
 
         return ising_exact_log_z(self, beta)
