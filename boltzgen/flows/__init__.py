@@ -1,9 +1,19 @@
-"""Samplers q: coupling flows (RealNVP), permutation-equivariant flows, ordered-domain flows.
+"""Samplers q: coupling flows (RealNVP), permutation-equivariant flows, ordered-domain flows,
+autoregressive spin models (MADE, PixelCNN) with Z2 symmetrisation and β-conditioning.
 
 Every sampler is an :class:`AbstractSampler` with ``sample_and_log_prob`` and ``log_prob``;
 :func:`make_sampler` builds one from a run-spec kind (see :data:`SAMPLERS`).
 """
 
+from boltzgen.flows._autoregressive import (
+    MADE,
+    AbstractSpinSampler,
+    BetaEmbedding,
+    FixedBeta,
+    PixelCNN,
+    SpinFlipSymmetric,
+    receptive_field,
+)
 from boltzgen.flows._base import AbstractSampler, check_batch
 from boltzgen.flows._equivariant import EquivariantCoupling, EquivariantFlow
 from boltzgen.flows._ordered import OrderedFlow, order_forward, order_inverse, sort_particles
@@ -18,6 +28,13 @@ __all__ = [
     "EquivariantFlow",
     "EquivariantCoupling",
     "OrderedFlow",
+    "AbstractSpinSampler",
+    "MADE",
+    "PixelCNN",
+    "SpinFlipSymmetric",
+    "FixedBeta",
+    "BetaEmbedding",
+    "receptive_field",
     "order_forward",
     "order_inverse",
     "sort_particles",

@@ -567,10 +567,21 @@ class PixelCNN(AbstractSpinSampler):
         hu, hw = self.first_half
         hk = self.kernel_size // 2
         dn = ("NHWC", "HWIO", "NHWC")
-        w1 = jnp.where(self.mask_first[:, :, None], self.w_first, 0.0)[:, :, None, :]
-        h = jax.lax.conv_general_dilated(
-            s.reshape(n, L, L, 1), w1, (1, 1), ((hu, 0), (hw, hw)), dimension_numbers=dn
-        )
+        w1 = jnp.where(self.mask_first[:, :, None], self.w_first, 0.0)
+        if (hu, hw) == (L - 1, L - 1):
+            # Full first kernel: as a dense (N, N, C) Toeplitz matrix T[p, q] = K[q − p] and one
+            # matmul; XLA's CPU convolution with one input channel and a (L, 2L − 1) kernel was
+            # ~40× slower (0.87 s vs 0.02 s at L = 16, C = 16, batch 1024).
+            ir, ic = _toeplitz_index(L)
+            h = jnp.einsum("nq,pqc->npc", s, w1[ir, ic]).reshape(n, L, L, -1)
+        else:
+            h = jax.lax.conv_general_dilated(
+                s.reshape(n, L, L, 1),
+                w1[:, :, None, :],
+                (1, 1),
+                ((hu, 0), (hw, hw)),
+                dimension_numbers=dn,
+            )
         h = h + self.b_first[None, None, None, :] + _expand(off[0])
         for idx, (w, b, d) in enumerate(zip(self.w_res, self.b_res, self.dilations, strict=True)):
             wm = jnp.where(self.mask_res[:, :, None, None], w, 0.0)
@@ -632,6 +643,22 @@ class PixelCNN(AbstractSpinSampler):
         init = (spins, bufs, jnp.zeros((n,), dtype))
         spins, _, log_q = jax.lax.fori_loop(0, L * L, body, init)
         return spins[:, hu:, hw : hw + L].reshape(n, L * L), log_q
+
+
+def _toeplitz_index(L: int) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel indices (row, col) of the full first kernel for each (output p, input q) pair.
+
+    The full kernel has rows −(L−1)..0 and columns −(L−1)..L−1, stored at [dr + L − 1,
+    dc + L − 1]; pairs with q below p (dr > 0) point at row L − 1, column ≥ L − 1: a masked
+    entry (the centre or to its right), so they read zero.
+    """
+    r, c = np.divmod(np.arange(L * L), L)
+    dr = r[None, :] - r[:, None]
+    dc = c[None, :] - c[:, None]
+    below = dr > 0
+    ir = np.where(below, L - 1, dr + L - 1)
+    ic = np.where(below, L - 1, dc + L - 1)
+    return ir, ic
 
 
 def _expand(o):
