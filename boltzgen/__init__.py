@@ -14,6 +14,7 @@ Example:
 from importlib.metadata import PackageNotFoundError, version
 
 from boltzgen import estimators, flows, mcmc, systems, train
+from boltzgen._curve import run_curve
 from boltzgen._run import run, sample_log_weights
 from boltzgen.estimators import Estimate
 from boltzgen.results import Result
@@ -30,6 +31,7 @@ __all__ = [
     "flows",
     "mcmc",
     "run",
+    "run_curve",
     "sample_log_weights",
     "systems",
     "train",

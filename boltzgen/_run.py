@@ -88,15 +88,43 @@ def _refine_function(method: str):
     }[method]
 
 
-def refine_defaults(method: str) -> dict:
-    """Keyword parameters (with defaults) of a refinement method, as run-spec keys."""
+def is_discrete(system) -> bool:
+    """True for spin systems (a discrete state space: no gradients, no Jacobians)."""
+    return bool(getattr(system, "discrete", False))
+
+
+def refine_defaults(method: str, system=None) -> dict:
+    """Keyword parameters (with defaults) of a refinement method, as run-spec keys.
+
+    For a discrete ``system`` neural MCMC has no gradient-based local move: its default
+    ``local_kernel`` is ``"none"`` (pure independent Metropolis–Hastings).
+    """
     if method == "none":
         return {}
     fn, fixed = _refine_function(method)
     out = _spec_kwargs(fn)
     out.pop("resample_threshold", None)
     out.update({k: v for k, v in fixed.items() if v is not None})
+    if method == "nmcmc" and system is not None and is_discrete(system):
+        out["local_kernel"] = "none"
     return out
+
+
+def check_refine(method: str, options: dict, system) -> None:
+    """Raise a spec error when a refinement method or option does not suit ``system``."""
+    if not is_discrete(system):
+        return
+    if method in ("ais", "smc"):
+        raise _spec_error(
+            f"refine.method {method!r} moves by HMC/MALA and needs a continuous system; "
+            f"{system.kind!r} is discrete: use 'nmcmc' or 'none'"
+        )
+    kernel = options.get("local_kernel", "none")
+    if method == "nmcmc" and kernel not in ("none", None):
+        raise _spec_error(
+            f"refine.local_kernel {kernel!r} needs gradients; {system.kind!r} is discrete: "
+            "use 'none'"
+        )
 
 
 def sample_log_weights(
@@ -136,6 +164,58 @@ def sample_log_weights(
     energy = np.concatenate(es)[:n]
     log_w = -beta * energy - log_q
     return dict(x=x, log_q=log_q, energy=energy, log_w=log_w)
+
+
+#: Observables of spin systems, as stored under ``/observables`` (per system, not per site).
+OBSERVABLES = ("energy", "entropy", "abs_magnetisation", "susceptibility", "heat_capacity")
+
+
+def spin_observables(
+    n_spins: int, beta: float, x, energy, log_w=None
+) -> dict[str, tuple[float, float]]:
+    """Thermodynamic observables of a spin system with standard errors, from samples.
+
+    With ``log_w`` (samples of q, w = −βE − ln q) these are self-normalised importance-sampling
+    estimates of p-averages (neural importance sampling); without, equal-weight samples of p
+    (e.g. the final states of independent neural-MCMC chains).
+
+    ⟨E⟩; ⟨|m|⟩ with m = Σ s_i / N; susceptibility χ = N β (⟨m²⟩ − ⟨|m|⟩²); heat capacity
+    C = β² (⟨E²⟩ − ⟨E⟩²) (k_B = 1); and, with weights, the entropy S = ln Z + β⟨E⟩. The variance
+    observables are estimated as ⟨(f − f̄)²⟩ at the estimated mean f̄, whose error does not
+    enter to first order.
+
+    Returns:
+        name → (value, standard error).
+    """
+    e = np.asarray(energy, np.float64).reshape(-1)
+    m = np.abs(np.asarray(x, np.float64).reshape(e.size, -1).mean(axis=1))
+    out = {"energy": est.weighted_mean(e, log_w)}
+    if log_w is not None:
+        out["entropy"] = est.importance_entropy(log_w, beta * e)
+    out["abs_magnetisation"] = est.weighted_mean(m, log_w)
+    chi = est.weighted_mean((m - out["abs_magnetisation"][0]) ** 2, log_w)
+    out["susceptibility"] = (n_spins * beta * chi[0], n_spins * beta * chi[1])
+    c = est.weighted_mean((e - out["energy"][0]) ** 2, log_w)
+    out["heat_capacity"] = (beta**2 * c[0], beta**2 * c[1])
+    return out
+
+
+def exact_observables(system, beta: float) -> dict[str, float]:
+    """Exact observables of a spin system where known (Kaufman / transfer matrix / enumeration)."""
+    from boltzgen.systems import _ising_exact as ex
+
+    try:
+        if system.n_spins <= 20:
+            d = ex.enumerate_thermo(system, beta)
+        elif hasattr(system, "L"):
+            d = ex.ising_exact_thermo(system, beta)
+        else:
+            return {}
+    except (ValueError, NotImplementedError):
+        return {}
+    if d is None:
+        return {}
+    return {k: float(d[k]) for k in OBSERVABLES if k in d and d[k] is not None}
 
 
 def estimate_all(samples: dict, *, seed: int = 0, n_boot: int = 200) -> dict[str, est.Estimate]:
@@ -249,8 +329,13 @@ def run_refinement(
     """
     if method == "none":
         return {}, {}
+    check_refine(method, options, system)
     fn, fixed = _refine_function(method)
     options = {**{k: v for k, v in fixed.items() if v is not None or k not in options}, **options}
+    if method == "nmcmc":
+        default = "none" if is_discrete(system) else "mala"
+        if options.get("local_kernel", default) == "none":
+            options["local_kernel"] = None
 
     def sample_q(k, n):
         return sampler.sample_and_log_prob(n, key=k)
@@ -317,7 +402,8 @@ def run(
     batch_size: int = 512,
     learning_rate: float = 1e-3,
     clip: float = 10.0,
-    objective: str = "reverse_kl",
+    objective: str = "auto",
+    beta_anneal: float | str = "auto",
     n_samples: int = 65536,
     chunk_size: int = 8192,
     n_boot: int = 200,
@@ -352,7 +438,11 @@ def run(
         batch_size: samples of q per step.
         learning_rate: peak learning rate (warm-up, then cosine decay).
         clip: global gradient-norm clip.
-        objective: training objective (``"reverse_kl"``).
+        objective: training objective: ``"auto"`` (``"reinforce"`` for discrete systems,
+            ``"reverse_kl"`` otherwise), ``"reverse_kl"`` or ``"reinforce"``.
+        beta_anneal: fraction of the steps over which β ramps up linearly from 0; ``"auto"``
+            = 0.3 for discrete systems (keeps a spin model from freezing into one ordered state
+            early), 0 otherwise.
         n_samples: samples of q for the estimates.
         chunk_size: samples drawn per device call in the estimation phase.
         n_boot: bootstrap resamples for the importance-sampling error (0 = none).
@@ -392,6 +482,12 @@ def run(
     beta = float(beta)
     reference = resolve_reference(reference, system)
     refine = resolve_refine(refine)
+    discrete = is_discrete(system)
+    check_refine(refine, refine_options or {}, system)
+    if objective == "auto":
+        objective = "reinforce" if discrete else "reverse_kl"
+    if beta_anneal == "auto":
+        beta_anneal = 0.3 if discrete else 0.0
     key = jax.random.key(seed)
     k_init, k_train, k_est, k_ref = jax.random.split(key, 4)
     k_refine = jax.random.fold_in(key, 101)  # added later: the other keys stay as they were
@@ -417,6 +513,7 @@ def run(
         checkpoint_every=checkpoint_every,
         resume=resume,
         progress=progress,
+        beta_anneal=float(beta_anneal),
     )
     q = state.sampler
     timings["train"] = time.perf_counter() - t
@@ -460,6 +557,19 @@ def run(
     if reference != "none":
         timings["reference"] = time.perf_counter() - t
 
+    observables = {}
+    if discrete:
+        n_spins = system.n_spins
+        observables["importance"] = spin_observables(
+            n_spins, beta, samples["x"], samples["energy"], samples["log_w"]
+        )
+        if refine == "nmcmc":
+            _, e_p = _log_q_and_energy(q, system, refined["x"])
+            observables["refined_nmcmc"] = spin_observables(n_spins, beta, refined["x"], e_p)
+        exact_obs = exact_observables(system, beta)
+        if exact_obs:
+            observables["exact"] = {k: (v, 0.0) for k, v in exact_obs.items()}
+
     exact = system.exact_log_z(beta)
     if indistinguishable:
         shift = math.lgamma(getattr(system, "n_particles", 1) + 1)
@@ -481,6 +591,7 @@ def run(
         train_history={k: np.asarray(v) for k, v in state.history.items()},
         samples=samples,
         refined=refined,
+        observables=observables,
         timings=timings,
         params=params,
         device=str(jax.devices()[0]),

@@ -115,6 +115,7 @@ def _cmd_run(args) -> int:
         learning_rate=tr["learning_rate"],
         clip=tr["clip"],
         objective=tr["objective"],
+        beta_anneal=tr["beta_anneal"],
         n_samples=es["n_samples"],
         chunk_size=es["chunk_size"],
         n_boot=es["n_boot"],
@@ -170,9 +171,9 @@ def _cmd_report(args) -> int:
         raise SpecError(str(err)) from None
     print(result.table())
     if args.plot:
-        from boltzgen.report import plot_training
+        from boltzgen.report import plot_curve, plot_training
 
-        plot_training(result, args.plot)
+        (plot_curve if result.curve else plot_training)(result, args.plot)
         print(f"wrote {args.plot}")
     return 0
 

@@ -22,7 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "ensemble": {"beta": 10.0, "indistinguishable": False},
     "sampler": {"kind": "auto"},
     "train": {
-        "objective": "reverse_kl",
+        "objective": "auto",
+        "beta_anneal": "auto",
         "steps": 1500,
         "batch_size": 256,
         "learning_rate": 2e-3,
@@ -40,6 +41,7 @@ _TYPES = {
     "ensemble": {"beta": _NUM, "indistinguishable": _BOOL},
     "train": {
         "objective": _STR,
+        "beta_anneal": (int, float, str),
         "steps": _INT,
         "batch_size": _INT,
         "learning_rate": _NUM,
@@ -158,11 +160,14 @@ def validate(raw: dict) -> dict:
         raise SpecError(f"estimate.n_boot must be >= 0, got {spec['estimate']['n_boot']!r}")
     from boltzgen.train import OBJECTIVES
 
-    if spec["train"]["objective"] not in OBJECTIVES:
+    if spec["train"]["objective"] not in ("auto", *OBJECTIVES):
         raise SpecError(
             f"unknown train.objective {spec['train']['objective']!r}; "
-            f"valid: {', '.join(OBJECTIVES)}"
+            f"valid: auto, {', '.join(OBJECTIVES)}"
         )
+    anneal = spec["train"]["beta_anneal"]
+    if anneal != "auto" and (isinstance(anneal, str) or not 0 <= anneal < 1):
+        raise SpecError(f"train.beta_anneal must be 'auto' or a number in [0, 1), got {anneal!r}")
 
     # System: the registry knows its keys.
     sysspec = dict(spec["system"])
@@ -202,7 +207,7 @@ def validate(raw: dict) -> dict:
     )
 
     for section, resolve, defaults in (
-        ("refine", resolve_refine, refine_defaults),
+        ("refine", resolve_refine, lambda m: refine_defaults(m, system)),
         ("reference", lambda m: resolve_reference(m, system), reference_defaults),
     ):
         opts = dict(spec[section])
@@ -223,6 +228,10 @@ def validate(raw: dict) -> dict:
             if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, want):
                 raise SpecError(f"{section}.{key} must be {type(default).__name__}, got {value!r}")
         spec[section] = {"method": method, **valid, **opts}
+    from boltzgen._run import check_refine
+
+    opts = {k: v for k, v in spec["refine"].items() if k != "method"}
+    check_refine(spec["refine"]["method"], opts, system)
     return spec
 
 

@@ -41,3 +41,50 @@ def plot_training(result: Result, path: str) -> None:
     fig.suptitle(f"{result.system.get('kind')} β = {result.beta:g}")
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_curve(result: Result, path: str) -> None:
+    """Plot a β-conditioned run's free-energy curve to a PNG.
+
+    Left: βF(β)/N from importance sampling (error bars) and the variational upper bound, with the
+    exact curve where known. Right: the deviation from exact in units of the standard error
+    (|Δ/σ| ≤ 3 band), or the relative standard error when no exact value is known.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover
+        raise ImportError("plotting needs matplotlib: pip install 'boltzgen[plot]'") from err
+    c = result.curve
+    if not c:
+        raise ValueError("this results file has no /curve (not a β-conditioned run)")
+    sysd = result.system
+    n = sysd.get("n_spins") or (sysd["L"] ** 2 if "L" in sysd else 1)
+    b = np.asarray(c["beta"])
+    order = np.argsort(b)
+    b = b[order]
+    lz, se = np.asarray(c["log_z"])[order], np.asarray(c["log_z_stderr"])[order]
+    var = np.asarray(c["variational_beta_f"])[order]
+    ex = np.asarray(c["exact_log_z"])[order]
+    fig, (a, r) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    if np.all(np.isfinite(ex)):
+        a.plot(b, -ex / n, "-", color="C3", lw=1.0, label="exact")
+    a.plot(b, var / n, "--", color="C1", lw=1.0, label="variational bound")
+    a.errorbar(b, -lz / n, yerr=se / n, fmt="o", ms=3, color="C0", label="importance sampling")
+    a.set_xlabel("β")
+    a.set_ylabel("βF / N")
+    a.legend(fontsize=8)
+    if np.all(np.isfinite(ex)):
+        r.axhspan(-3, 3, color="0.9")
+        r.plot(b, (lz - ex) / se, "o", ms=3, color="C0")
+        r.set_ylabel("(ln Z − exact) / stderr")
+    else:
+        r.semilogy(b, se / np.abs(lz), "o", ms=3, color="C0")
+        r.set_ylabel("relative stderr of ln Z")
+    r.set_xlabel("β")
+    kind = sysd.get("kind")
+    fig.suptitle(f"{kind} " + " ".join(f"{k}={v}" for k, v in sysd.items() if k != "kind"))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,6 +1,6 @@
 """The HDF5 results schema: write, read, and the free-energy table. One place.
 
-Schema (version 2, documented in docs/results-format.md)::
+Schema (version 3, documented in docs/results-format.md)::
 
     /                 attrs: schema_version, boltzgen_version, created, seed, spec, device, beta
     /system           attrs: kind and parameters;  dataset exact_log_z where known
@@ -10,6 +10,11 @@ Schema (version 2, documented in docs/results-format.md)::
     /refine           refined samples (x, log_w), per-step diagnostics; attrs: method, cost, ESS
     /estimates/<m>    attrs: log_z, log_z_stderr, beta_f, beta_f_stderr, kind, n_samples, ess, ...
     /reference/<m>    same attrs plus n_energy_evals, wall_time
+    /observables/<m>  spin systems: attrs <name> and <name>_stderr (energy, entropy,
+                      abs_magnetisation, susceptibility, heat_capacity) per method
+                      (importance, refined_nmcmc, exact)
+    /curve            β-conditioned runs (``run_curve``): one dataset per quantity over the β
+                      grid (beta, log_z, log_z_stderr, ess, variational_beta_f, exact_log_z, ...)
     /timings          attrs: wall time of each phase in seconds
 
 The file is written to a temporary name and renamed into place, so a killed run leaves the
@@ -28,7 +33,7 @@ import numpy as np
 
 from boltzgen.estimators import Estimate
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _version() -> str:
@@ -56,6 +61,9 @@ class Result:
         samples: x, log_q, energy, log_w arrays from the estimation phase.
         refined: the MCMC refinement's samples and diagnostics (arrays), with its scalars under
             ``"attrs"`` (method, ESS before, cost); empty without refinement.
+        observables: method → {name: (value, stderr)} for spin systems (⟨E⟩, S, ⟨|m|⟩, χ, C;
+            method ``"exact"`` where known, with stderr 0); empty otherwise.
+        curve: for a β-conditioned run, quantity → array over the β grid; empty otherwise.
         timings: wall time of each phase (seconds).
         params: the trained sampler's array leaves, in tree order.
         device: the JAX device string.
@@ -72,6 +80,8 @@ class Result:
     train_history: dict[str, np.ndarray] = field(default_factory=dict)
     samples: dict[str, np.ndarray] = field(default_factory=dict)
     refined: dict = field(default_factory=dict)
+    observables: dict = field(default_factory=dict)
+    curve: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     params: list[np.ndarray] = field(default_factory=list)
     device: str = ""
@@ -128,6 +138,17 @@ class Result:
             e = f.create_group(name, track_order=True)  # read back in the order written
             for method, est in group.items():
                 e.create_group(method).attrs.update(est.to_attrs())
+        if self.observables:
+            o = f.create_group("observables", track_order=True)
+            for method, obs in self.observables.items():
+                g = o.create_group(method, track_order=True)
+                for name, (value, err) in obs.items():
+                    g.attrs[name] = float(value)
+                    g.attrs[f"{name}_stderr"] = float(err)
+        if self.curve:
+            c = f.create_group("curve", track_order=True)
+            for k, v in self.curve.items():
+                c.create_dataset(k, data=np.asarray(v))
         f.create_group("timings").attrs.update({k: float(v) for k, v in self.timings.items()})
         f.flush()
 
@@ -165,6 +186,14 @@ class Result:
                     refined.update({k: v[()] for k, v in f["refine"].items()})
             est = {m: Estimate.from_attrs(dict(g.attrs)) for m, g in f["estimates"].items()}
             ref = {m: Estimate.from_attrs(dict(g.attrs)) for m, g in f["reference"].items()}
+            obs = {}
+            for m, g in f.get("observables", {}).items():
+                a = dict(g.attrs)
+                obs[m] = {
+                    k: (float(v), float(a.get(f"{k}_stderr", math.nan)))
+                    for k, v in a.items()
+                    if not k.endswith("_stderr")
+                }
             return cls(
                 beta=float(f.attrs["beta"]),
                 system=system,
@@ -176,6 +205,8 @@ class Result:
                 train_history=history,
                 samples=smp,
                 refined=refined,
+                observables=obs,
+                curve={k: v[()] for k, v in f["curve"].items()} if "curve" in f else {},
                 timings={k: float(v) for k, v in f["timings"].attrs.items()},
                 params=params,
                 device=_plain(f.attrs["device"]),
@@ -194,6 +225,8 @@ class Result:
             f"{'method':<30}{'kind':<13}{'βF':>14}{'± stderr':>11}{'ln Z':>14}{'ESS':>10}{'n':>9}"
             "  notes"
         )
+        if self.curve:
+            return "\n".join([lines[0], *self.curve_lines(), *self._timing_lines()])
         lines += [cols, "-" * len(cols)]
         rows = [("", m, e) for m, e in self.estimates.items()]
         rows += [("ref:", m, e) for m, e in self.reference.items()]
@@ -229,6 +262,7 @@ class Result:
         lines.append("")
         lines += self.bracket_lines()
         lines += self.reference_lines()
+        lines += self.observable_lines()
         if n:
             best = self.best()
             if best is not None:
@@ -236,11 +270,52 @@ class Result:
                     f"per particle: βF/N = {best.beta_f / n:.6f} ± {best.beta_f_stderr / n:.2g}   "
                     f"F/N = {best.beta_f / n / self.beta:.6f}"
                 )
-        if self.timings:
-            lines.append(
-                "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())
-            )
+        lines += self._timing_lines()
         return "\n".join(lines)
+
+    def _timing_lines(self) -> list[str]:
+        if not self.timings:
+            return []
+        return ["wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())]
+
+    def curve_lines(self) -> list[str]:
+        """The free-energy curve: ln Z(β) ± stderr, variational bound, ESS, exact, deviation."""
+        c = self.curve
+        head = (
+            f"{'β':>8}{'ln Z (IS)':>16}{'± stderr':>11}{'rel. err':>10}{'var. βF':>14}"
+            f"{'ESS':>9}{'exact ln Z':>16}{'Δ/σ':>8}"
+        )
+        out = [head, "-" * len(head)]
+        for i, b in enumerate(c["beta"]):
+            lz, se, ex = c["log_z"][i], c["log_z_stderr"][i], c["exact_log_z"][i]
+            dev = (lz - ex) / se if np.isfinite(ex) and se > 0 else math.nan
+            exs = f"{ex:>16.6f}" if np.isfinite(ex) else f"{'-':>16}"
+            devs = f"{dev:>+8.1f}" if np.isfinite(dev) else f"{'-':>8}"
+            out.append(
+                f"{b:>8.4f}{lz:>16.6f}{se:>11.2g}{se / abs(lz) if lz else math.nan:>10.1e}"
+                f"{c['variational_beta_f'][i]:>14.6f}{c['ess'][i]:>9.4g}{exs}{devs}"
+            )
+        return out
+
+    def observable_lines(self) -> list[str]:
+        """Spin observables per method (value ± stderr) beside the exact values."""
+        if not self.observables:
+            return []
+        methods = list(self.observables)
+        names = list(dict.fromkeys(k for m in methods for k in self.observables[m]))
+        out = ["", f"{'observable':<20}" + "".join(f"{m:>28}" for m in methods)]
+        for name in names:
+            cells = []
+            for m in methods:
+                v = self.observables[m].get(name)
+                if v is None:
+                    cells.append(f"{'-':>28}")
+                elif m == "exact":
+                    cells.append(f"{v[0]:>28.6f}")
+                else:
+                    cells.append(f"{f'{v[0]:.6f} ± {v[1]:.2g}':>28}")
+            out.append(f"{name:<20}" + "".join(cells))
+        return out
 
     def best(self) -> Estimate | None:
         """The minimum-variance estimate of kind ``estimate`` among the sampler's estimates.

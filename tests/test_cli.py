@@ -92,7 +92,7 @@ def test_spec_round_trips_through_toml(tmp_path):
         ("system.colour=1", "unknown parameter.*colour"),
         ("train.steps=-5", "train.steps must be >= 0, got -5"),
         ("train.batch_size=1.5", "train.batch_size must be int, got 1.5"),
-        ("train.lr=0.1", "unknown key train.lr; valid: objective, steps"),
+        ("train.lr=0.1", "unknown key train.lr; valid: objective, beta_anneal, steps"),
         ("train.objective=forward", "unknown train.objective 'forward'"),
         ("sampler.kind=magic", "unknown sampler.kind 'magic'"),
         (

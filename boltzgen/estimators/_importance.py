@@ -183,6 +183,25 @@ def weighted_mean(values, log_w=None) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
+def importance_entropy(log_w, u) -> tuple[float, float]:
+    """Entropy S = ln Z + ⟨u⟩_p (in units of k_B; u = βE) from weighted samples of q.
+
+    ln Ẑ = ln mean(e^w) and ⟨u⟩ = Σ w̃_i u_i share the weights, so their errors are correlated;
+    the standard error comes from the summed influence functions (delta method):
+    ψ_i = (r_i − 1) + r_i (u_i − ⟨u⟩) with r_i = e^{w_i}/mean(e^w), Var S ≈ Σ ψ_i² / M².
+    """
+    w, _ = _as_log_weights(log_w)
+    u = np.asarray(u, dtype=np.float64).reshape(-1)
+    if u.shape != w.shape:
+        raise ValueError(f"u and log_w must have the same length, got {u.size} and {w.size}")
+    keep = np.isfinite(w)
+    r = np.zeros_like(w)
+    r[keep] = np.exp(w[keep] - logmeanexp(w))
+    mean_u = float(np.sum(r[keep] * u[keep]) / w.size)
+    psi = (r - 1.0) + np.where(keep, r * (np.where(keep, u, 0.0) - mean_u), 0.0)
+    return logmeanexp(w) + mean_u, float(np.sqrt(np.sum(psi**2)) / w.size)
+
+
 def forward_bound(
     reduced_energy_plus_log_q, log_w_p=None, *, method: str = "forward_bound"
 ) -> Estimate:
