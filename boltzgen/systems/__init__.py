@@ -14,6 +14,15 @@ from boltzgen.systems._ising import (
     enumerate_energies,
     enumerate_log_z,
 )
+from boltzgen.systems._ising_exact import (
+    enumerate_thermo,
+    ising_exact_log_z,
+    ising_exact_method,
+    ising_exact_thermo,
+    kaufman_log_z,
+    kaufman_log_z_mp,
+    transfer_matrix_log_z,
+)
 from boltzgen.systems._registry import SYSTEMS, make_system
 
 __all__ = [
@@ -33,6 +42,13 @@ __all__ = [
     "all_states",
     "enumerate_energies",
     "enumerate_log_z",
+    "kaufman_log_z",
+    "kaufman_log_z_mp",
+    "transfer_matrix_log_z",
+    "ising_exact_log_z",
+    "ising_exact_method",
+    "ising_exact_thermo",
+    "enumerate_thermo",
     "SYSTEMS",
     "make_system",
 ]
