@@ -11,6 +11,11 @@ moves; pure kernels :func:`nmcmc_init` / :func:`nmcmc_step`), both returning a
 
 Monte Carlo baseline without a flow: :func:`coupling_ladder` (BAR / MBAR along a ladder of
 Coulomb couplings from the free trap, HMC in every state), returning a :class:`LadderResult`.
+
+Spin systems (Ising, SK, Edwards–Anderson): lattice kernels :func:`checkerboard_step`,
+:func:`swendsen_wang_step`, :func:`single_spin_step` (State/Info :class:`SpinState` /
+:class:`SpinInfo`), :func:`sample_spins` and :func:`spin_observables`, and ln Z by
+:func:`thermodynamic_integration` or :func:`beta_annealing` (a :class:`SpinFreeEnergy`).
 """
 
 from boltzgen.mcmc._ais import (
@@ -34,6 +39,28 @@ from boltzgen.mcmc._nmcmc import (
 )
 from boltzgen.mcmc._reference import ReferenceResult, anneal_reference, coulomb_reference
 from boltzgen.mcmc._refine import RefineInfo, RefineResult, RefineState, refine_anneal
+from boltzgen.mcmc._spins import (
+    SPIN_KERNELS,
+    SpinChains,
+    SpinFreeEnergy,
+    SpinInfo,
+    SpinObservables,
+    SpinState,
+    beta_annealing,
+    beta_schedule,
+    checkerboard_step,
+    clenshaw_curtis,
+    critical_beta,
+    lattice_colouring,
+    random_spins,
+    sample_spins,
+    single_spin_step,
+    spin_init,
+    spin_observables,
+    spin_step,
+    swendsen_wang_step,
+    thermodynamic_integration,
+)
 
 __all__ = [
     "AISChains",
@@ -59,4 +86,24 @@ __all__ = [
     "nmcmc_init",
     "nmcmc_step",
     "refine_anneal",
+    "SPIN_KERNELS",
+    "SpinChains",
+    "SpinFreeEnergy",
+    "SpinInfo",
+    "SpinObservables",
+    "SpinState",
+    "beta_annealing",
+    "beta_schedule",
+    "checkerboard_step",
+    "clenshaw_curtis",
+    "critical_beta",
+    "lattice_colouring",
+    "random_spins",
+    "sample_spins",
+    "single_spin_step",
+    "spin_init",
+    "spin_observables",
+    "spin_step",
+    "swendsen_wang_step",
+    "thermodynamic_integration",
 ]
