@@ -1,5 +1,6 @@
-"""Samplers q: coupling flows (RealNVP), permutation-equivariant flows, ordered-domain flows,
-autoregressive spin models (MADE, PixelCNN) with Z2 symmetrisation and β-conditioning.
+"""Samplers q: coupling flows, equivariant and ordered-domain flows, autoregressive spin models.
+
+The spin models (MADE, PixelCNN) have exact log q, Z2 symmetrisation and β-conditioning.
 
 Every sampler is an :class:`AbstractSampler` with ``sample_and_log_prob`` and ``log_prob``;
 :func:`make_sampler` builds one from a run-spec kind (see :data:`SAMPLERS`).
