@@ -19,7 +19,7 @@ SECTIONS = ("system", "ensemble", "sampler", "train", "estimate", "refine", "ref
 #: their registries, refine and reference keys to their methods).
 DEFAULTS: dict[str, Any] = {
     "system": {"kind": "coulomb"},
-    "ensemble": {"beta": 10.0, "indistinguishable": False},
+    "ensemble": {"beta": 10.0, "indistinguishable": False, "betas": []},
     "sampler": {"kind": "auto"},
     "train": {
         "objective": "auto",
@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
 
 _INT, _NUM, _BOOL, _STR = (int,), (int, float), (bool,), (str,)
 _TYPES = {
-    "ensemble": {"beta": _NUM, "indistinguishable": _BOOL},
+    "ensemble": {"beta": _NUM, "indistinguishable": _BOOL, "betas": (list,)},
     "train": {
         "objective": _STR,
         "beta_anneal": (int, float, str),
@@ -152,6 +152,17 @@ def validate(raw: dict) -> dict:
                 raise SpecError(f"{name}.{key} must be positive, got {value!r}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise SpecError(f"{name}.{key} must be finite, got {value!r}")
+    betas = spec["ensemble"]["betas"]
+    if betas and (
+        len(betas) < 2
+        or any(isinstance(b, bool) or not isinstance(b, int | float) for b in betas)
+        or not all(math.isfinite(b) and b > 0 for b in betas)
+        or max(betas) == min(betas)
+    ):
+        raise SpecError(
+            f"ensemble.betas must be empty or >= 2 distinct positive numbers (a free-energy "
+            f"curve from one β-conditioned training), got {betas!r}"
+        )
     if spec["train"]["steps"] < 0:
         raise SpecError(f"train.steps must be >= 0, got {spec['train']['steps']!r}")
     if spec["estimate"]["n_samples"] < 2:

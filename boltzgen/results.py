@@ -263,6 +263,16 @@ class Result:
         lines += self.bracket_lines()
         lines += self.reference_lines()
         lines += self.observable_lines()
+        sites = self.system.get("n_spins") or (
+            self.system["L"] ** 2 if "L" in self.system else None
+        )
+        if sites and not n:
+            best = self.best()
+            if best is not None:
+                lines.append(
+                    f"per site: βF/N = {best.beta_f / sites:.8f} ± {best.beta_f_stderr / sites:.2g}"
+                    f"   F/N = {best.beta_f / sites / self.beta:.8f}"
+                )
         if n:
             best = self.best()
             if best is not None:

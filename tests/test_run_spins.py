@@ -136,3 +136,29 @@ def test_spin_specs_validate():
         load_spec(None, ['system.kind="ising"', "train.beta_anneal=1.5"])
     with pytest.raises(SpecError, match="L must be an integer >= 2"):
         load_spec(None, ['system.kind="ising"', "system.L=1"])
+
+
+def test_cli_ising_run_and_curve_write_files(tmp_path, capsys):
+    """`boltzgen run` on an Ising spec (one β and a β curve), then `boltzgen report`."""
+    from boltzgen.cli import main
+
+    tiny = [
+        "--quiet",
+        "--set", 'system.kind="ising"', "--set", "system.L=3",
+        "--set", "sampler.channels=4", "--set", "sampler.depth=2",
+        "--set", "train.steps=30", "--set", "train.batch_size=64",
+        "--set", "estimate.n_samples=2048", "--set", "estimate.n_boot=0",
+    ]  # fmt: skip
+    one = tmp_path / "one.h5"
+    args = ["run", "--out", str(one), *tiny, "--set", "ensemble.beta=0.4"]
+    assert main([*args, "--set", "refine.n_chains=64", "--set", "refine.n_steps=10"]) == 0
+    out = capsys.readouterr().out
+    assert "per site: βF/N" in out and "abs_magnetisation" in out
+    curve = tmp_path / "curve.h5"
+    assert main(["run", "--out", str(curve), *tiny, "--set", "ensemble.betas=[0.2, 0.5]"]) == 0
+    assert "exact ln Z" in capsys.readouterr().out
+    assert main(["report", str(curve), "--plot", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").exists()
+    bad = ["run", "--out", str(tmp_path / "bad.h5"), *tiny, "--set", "ensemble.betas=[0.2]"]
+    assert main(bad) == 2
+    assert not (tmp_path / "bad.h5").exists()
