@@ -16,7 +16,10 @@ from boltzgen import estimators as est
 from boltzgen.results import Result
 from boltzgen.systems import AbstractSystem, CoulombGas
 
-REFERENCE_METHODS = ("ais", "ladder", "none")
+REFERENCE_METHODS = ("ais", "ladder", "ti", "beta_ais", "none")
+#: Monte Carlo references of continuous (Coulomb) and of spin systems.
+_COULOMB_REFERENCES = ("ais", "ladder")
+_SPIN_REFERENCES = ("ti", "beta_ais")
 REFINE_METHODS = ("none", "ais", "smc", "nmcmc")
 #: Arguments of a Monte Carlo function that a run spec does not set (the run supplies them).
 _NOT_SPEC_KEYS = {"key", "progress", "precision", "sample_q", "log_q", "log_density"}
@@ -42,25 +45,47 @@ def _spec_error(msg: str):
 
 
 def resolve_reference(method: str, system: AbstractSystem) -> str:
-    """Map ``"auto"`` to the system's default Monte Carlo reference and check the name."""
+    """Map ``"auto"`` to the system's default Monte Carlo reference and check the name.
+
+    Coulomb gas: ``"ais"`` (from the harmonic trap) or ``"ladder"`` (BAR/MBAR over couplings);
+    spin systems: ``"ti"`` (thermodynamic integration over β from 0) or ``"beta_ais"``
+    (annealed importance sampling over β). ``"auto"`` is ``"ais"`` for the Coulomb gas and
+    ``"none"`` otherwise (spin systems print their exact ln Z where known).
+    """
     if method == "auto":
         return "ais" if isinstance(system, CoulombGas) else "none"
     if method not in REFERENCE_METHODS:
         raise _spec_error(
             f"unknown reference.method {method!r}; valid: auto, {', '.join(REFERENCE_METHODS)}"
         )
-    if method != "none" and not isinstance(system, CoulombGas):
+    if method in _COULOMB_REFERENCES and not isinstance(system, CoulombGas):
         raise _spec_error(
             f"reference.method {method!r} needs system.kind = 'coulomb', got {system.kind!r}; "
-            "use 'none'"
+            f"use {' or '.join(repr(m) for m in _SPIN_REFERENCES) if is_discrete(system) else ''}"
+            f"{' or ' if is_discrete(system) else ''}'none'"
+        )
+    if method in _SPIN_REFERENCES and not is_discrete(system):
+        raise _spec_error(
+            f"reference.method {method!r} needs a spin system, got {system.kind!r}; use "
+            "'ais', 'ladder' or 'none'"
         )
     return method
 
 
 def _reference_function(method: str):
-    from boltzgen.mcmc import coulomb_reference, coupling_ladder
+    from boltzgen.mcmc import (
+        beta_annealing,
+        coulomb_reference,
+        coupling_ladder,
+        thermodynamic_integration,
+    )
 
-    return {"ais": coulomb_reference, "ladder": coupling_ladder}[method]
+    return {
+        "ais": coulomb_reference,
+        "ladder": coupling_ladder,
+        "ti": thermodynamic_integration,
+        "beta_ais": beta_annealing,
+    }[method]
 
 
 def reference_defaults(method: str) -> dict:
@@ -283,6 +308,26 @@ def run_reference(
         return {}, {}
     fn = _reference_function(method)
     ref = fn(system, beta, key=key, progress=progress, **options)
+    if method in _SPIN_REFERENCES:
+        extra = dict(
+            n_sweeps=float(ref.n_sweeps),
+            n_site_updates=float(ref.n_site_updates),
+            wall_time=float(ref.wall_time),
+        )
+        if method == "ti":
+            extra.update(
+                quadrature_error=float(ref.quadrature_error),
+                quadrature_error_noise=float(ref.quadrature_error_noise),
+                n_betas=int(np.size(ref.betas)),
+            )
+            n, ess = int(ref.n_chains), math.nan
+        else:
+            n, ess = int(ref.n_chains), float(ref.ess)
+            extra["low_ess"] = int(ess < est.MIN_TRUSTED_ESS)
+        e = est.Estimate(
+            method, float(ref.log_z), float(ref.log_z_stderr), "estimate", n, ess, extra
+        )
+        return {method: e}, {}
     cost = dict(n_energy_evals=float(ref.n_energy_evals), wall_time=float(ref.wall_time))
     if method == "ais":
         log_w = np.asarray(ref.log_weights, np.float64)

@@ -242,6 +242,11 @@ class Result:
                 notes.append(f"bootstrap ±{e.extra['log_z_stderr_bootstrap']:.2g}")
             if "ess_before" in e.extra:
                 notes.append(f"ESS {e.extra['ess_before']:.4g} before refinement")
+            if "quadrature_error" in e.extra:
+                notes.append(f"quadrature error {e.extra['quadrature_error']:.2g}")
+            if "n_sweeps" in e.extra:
+                wall = e.extra.get("wall_time", math.nan)
+                notes.append(f"cost {e.extra['n_sweeps']:.3g} sweeps, {wall:.1f} s")
             if "n_energy_evals" in e.extra:
                 lq = e.extra.get("n_log_q_evals")
                 notes.append(

@@ -162,3 +162,21 @@ def test_cli_ising_run_and_curve_write_files(tmp_path, capsys):
     bad = ["run", "--out", str(tmp_path / "bad.h5"), *tiny, "--set", "ensemble.betas=[0.2]"]
     assert main(bad) == 2
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_spin_references_wired_and_validated():
+    system = SherringtonKirkpatrick(8, seed=4)
+    q = MeanField(system.event_shape, key=jax.random.key(0))
+    r = bg.run(
+        system, 0.8, sampler=q, steps=0, n_samples=1024, n_boot=0, refine="none",
+        reference="beta_ais", reference_options=dict(n_chains=256, n_steps=100), progress=False,
+    )  # fmt: skip
+    ref = r.reference["beta_ais"]
+    within_sigmas(ref.log_z, _exact(system, 0.8)["log_z"], ref.log_z_stderr)
+    assert ref.extra["n_sweeps"] > 0 and "sweeps" in r.table()
+    spec = load_spec(None, ['system.kind="ising"', 'reference.method="ti"'])
+    assert spec["reference"]["n_betas"] > 0
+    with pytest.raises(SpecError, match="needs system.kind = 'coulomb'"):
+        load_spec(None, ['system.kind="ising"', 'reference.method="ais"'])
+    with pytest.raises(SpecError, match="needs a spin system"):
+        load_spec(None, ['reference.method="ti"'])
