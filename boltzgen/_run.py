@@ -544,6 +544,11 @@ def run(
     else:
         kind = default_sampler_kind(system) if sampler == "auto" else sampler
         q = make_sampler(kind, system, key=k_init, **(sampler_options or {}))
+    if getattr(q, "beta_conditioned", False):
+        raise ValueError(
+            "a beta_conditioned sampler is trained over a range of β: use run_curve (the CLI: "
+            "ensemble.betas = [...]), or beta_conditioned = false for one β"
+        )
     opt = make_optimizer(learning_rate, steps, clip)
     state = train(
         q,

@@ -209,6 +209,12 @@ def validate(raw: dict) -> dict:
     except ValueError as err:
         raise SpecError(_prefix("sampler", err)) from None
 
+    if spec["sampler"].get("beta_conditioned") and not spec["ensemble"]["betas"]:
+        raise SpecError(
+            "sampler.beta_conditioned = true needs ensemble.betas (a free-energy curve); "
+            "set ensemble.betas = [...] or sampler.beta_conditioned = false"
+        )
+
     # Refinement and reference: each Monte Carlo method knows its keys.
     from boltzgen._run import (
         reference_defaults,

@@ -203,3 +203,14 @@ def test_autoregressive_nis_and_nmcmc_match_enumeration(system, beta, sampler):
     for method in ("importance", "refined_nmcmc"):
         for name, (value, err) in r.observables[method].items():
             within_sigmas(value, ex[name], err)
+
+
+def test_beta_conditioned_sampler_needs_a_curve():
+    with pytest.raises(SpecError, match="beta_conditioned = true needs ensemble.betas"):
+        load_spec(None, ['system.kind="ising"', "sampler.beta_conditioned=true"])
+    with pytest.raises(ValueError, match="run_curve"):
+        bg.run(
+            bg.systems.Ising(3), 0.4, sampler="made",
+            sampler_options=dict(beta_conditioned=True, beta_min=0.2, beta_max=0.5),
+            steps=1, progress=False,
+        )  # fmt: skip
