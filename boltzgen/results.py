@@ -298,7 +298,7 @@ class Result:
         c = self.curve
         head = (
             f"{'β':>8}{'ln Z (IS)':>16}{'± stderr':>11}{'rel. err':>10}{'var. βF':>14}"
-            f"{'ESS':>9}{'exact ln Z':>16}{'Δ/σ':>8}"
+            f"{'ESS':>10}{'exact ln Z':>16}{'Δ/σ':>8}"
         )
         out = [head, "-" * len(head)]
         for i, b in enumerate(c["beta"]):
@@ -308,7 +308,7 @@ class Result:
             devs = f"{dev:>+8.1f}" if np.isfinite(dev) else f"{'-':>8}"
             out.append(
                 f"{b:>8.4f}{lz:>16.6f}{se:>11.2g}{se / abs(lz) if lz else math.nan:>10.1e}"
-                f"{c['variational_beta_f'][i]:>14.6f}{c['ess'][i]:>9.4g}{exs}{devs}"
+                f"{c['variational_beta_f'][i]:>14.6f}{c['ess'][i]:>10.4g}{exs}{devs}"
             )
         return out
 
