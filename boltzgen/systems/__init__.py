@@ -23,6 +23,14 @@ from boltzgen.systems._ising_exact import (
     kaufman_log_z_mp,
     transfer_matrix_log_z,
 )
+from boltzgen.systems._particles import (
+    KLEIN_SIGMA,
+    LJ13_GLOBAL_MINIMUM,
+    LJ55_GLOBAL_MINIMUM,
+    DoubleWellParticles,
+    LennardJones,
+    lj_energy_no_tether,
+)
 from boltzgen.systems._registry import SYSTEMS, make_system
 
 __all__ = [
@@ -49,6 +57,12 @@ __all__ = [
     "ising_exact_method",
     "ising_exact_thermo",
     "enumerate_thermo",
+    "DoubleWellParticles",
+    "LennardJones",
+    "lj_energy_no_tether",
+    "LJ13_GLOBAL_MINIMUM",
+    "LJ55_GLOBAL_MINIMUM",
+    "KLEIN_SIGMA",
     "SYSTEMS",
     "make_system",
 ]

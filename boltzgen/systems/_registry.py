@@ -7,6 +7,7 @@ from boltzgen.systems._analytic import Gaussian
 from boltzgen.systems._base import AbstractSystem
 from boltzgen.systems._coulomb import CoulombGas, HarmonicTrap
 from boltzgen.systems._ising import EdwardsAnderson, Ising, SherringtonKirkpatrick
+from boltzgen.systems._particles import DoubleWellParticles, LennardJones
 
 #: A registered system; ``build(**params)`` returns it.
 SystemEntry = Entry
@@ -95,6 +96,34 @@ SYSTEMS: dict[str, SystemEntry] = {
             "boundary": (str, "periodic", "'periodic' or 'open'"),
         },
         _ea,
+    ),
+    "double_well": SystemEntry(
+        "double_well",
+        "DW4 double-well pair potential, E = (1/τ) Σ_{i<j} a(r−d0) + b(r−d0)² + c(r−d0)⁴ "
+        "(Köhler et al. 2020; Klein et al. 2023)",
+        {
+            "n_particles": (int, 4, "number of particles N >= 2"),
+            "dim": (int, 2, "spatial dimension d in {1, 2, 3}"),
+            "a": ((int, float), 0.0, "linear coefficient"),
+            "b": ((int, float), -4.0, "quadratic coefficient"),
+            "c": ((int, float), 0.9, "quartic coefficient c > 0"),
+            "d0": ((int, float), 4.0, "offset distance d0 > 0"),
+            "tau": ((int, float), 1.0, "scale τ > 0 dividing the energy"),
+        },
+        DoubleWellParticles,
+    ),
+    "lennard_jones": SystemEntry(
+        "lennard_jones",
+        "Lennard-Jones cluster, E = 4ε Σ_{i<j} [(σ/r)^12 − (σ/r)^6] + (k/2) Σ |x_i − x̄|² "
+        "(LJ13/LJ55 of Klein et al. 2023 use σ = 2^(-1/6), k = 1)",
+        {
+            "n_particles": (int, 13, "number of particles N >= 2"),
+            "dim": (int, 3, "spatial dimension d in {1, 2, 3}"),
+            "epsilon": ((int, float), 1.0, "well depth ε > 0"),
+            "sigma": ((int, float), 1.0, "length scale σ > 0 (pair minimum at 2^(1/6) σ)"),
+            "tether": ((int, float), 1.0, "spring k >= 0 to the centre of mass (0: bare LJ)"),
+        },
+        LennardJones,
     ),
 }
 
