@@ -1,4 +1,4 @@
-"""Samplers q: coupling flows, equivariant and ordered-domain flows, autoregressive spin models.
+"""Samplers q: coupling flows, equivariant and ordered-domain flows, CNFs, autoregressive spins.
 
 The spin models (MADE, PixelCNN) have exact log q, Z2 symmetrisation and β-conditioning.
 
@@ -16,6 +16,7 @@ from boltzgen.flows._autoregressive import (
     receptive_field,
 )
 from boltzgen.flows._base import AbstractSampler, check_batch
+from boltzgen.flows._cnf import CNF
 from boltzgen.flows._equivariant import EquivariantCoupling, EquivariantFlow
 from boltzgen.flows._ordered import OrderedFlow, order_forward, order_inverse, sort_particles
 from boltzgen.flows._realnvp import RealNVP
@@ -28,6 +29,7 @@ __all__ = [
     "RealNVP",
     "EquivariantFlow",
     "EquivariantCoupling",
+    "CNF",
     "OrderedFlow",
     "AbstractSpinSampler",
     "MADE",

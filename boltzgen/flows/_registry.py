@@ -7,6 +7,7 @@ from jaxtyping import PRNGKeyArray
 from boltzgen._registry import Entry, resolve
 from boltzgen.flows._autoregressive import MADE, PixelCNN, SpinFlipSymmetric
 from boltzgen.flows._base import AbstractSampler
+from boltzgen.flows._cnf import CNF
 from boltzgen.flows._equivariant import EquivariantFlow
 from boltzgen.flows._ordered import OrderedFlow
 from boltzgen.flows._realnvp import RealNVP
@@ -105,6 +106,15 @@ def _build_equivariant(system, *, key, **hyper) -> AbstractSampler:
     return EquivariantFlow(n, d, key=key, **hyper)
 
 
+def _build_cnf(system, *, key, **hyper) -> AbstractSampler:
+    if _is_discrete(system):
+        raise ValueError(
+            f"sampler 'cnf' is a continuous normalising flow; {type(system).__name__} is a "
+            f"discrete spin system: use 'pixelcnn' (L×L lattices) or 'made'"
+        )
+    return CNF(tuple(system.event_shape), key=key, **hyper)
+
+
 _NUM = (int, float)
 _TRANSFORM_DOC = "coupling transform: 'affine' (soft-clamped log-scale) or 'spline' (RQS)"
 _SPIN_COMMON = {
@@ -166,6 +176,18 @@ SAMPLERS: dict[str, SamplerEntry] = {
             "rounds": (int, 1, "message-passing rounds of each pair conditioner"),
         },
         _build_equivariant,
+    ),
+    "cnf": SamplerEntry(
+        "cnf",
+        "continuous normalising flow dx/dt = v(x, t), exact divergence, fixed-step RK4 (diffrax); "
+        "permutation- and rotation-equivariant field for particles (N, d), MLP field otherwise",
+        {
+            "hidden": (int, 64, "width of the vector-field MLPs"),
+            "depth": (int, 2, "hidden layers per MLP"),
+            "n_steps": (int, 20, "fixed RK4 steps on t ∈ [0, 1]"),
+            "base_scale": (_NUM, 1.0, "initial scale σ of the iid Gaussian base (trainable)"),
+        },
+        _build_cnf,
     ),
     "pixelcnn": SamplerEntry(
         "pixelcnn",
@@ -229,7 +251,7 @@ def make_sampler(kind: str, system, *, key: PRNGKeyArray, **hyper) -> AbstractSa
     methods take ``beta``); ``q.at(beta)`` is the plain sampler at one β.
 
     Args:
-        kind: a key of :data:`SAMPLERS` ("realnvp", "equivariant", "pixelcnn", "made").
+        kind: a key of :data:`SAMPLERS` ("realnvp", "equivariant", "cnf", "pixelcnn", "made").
         system: the target system (uses ``event_shape``, ``permutation_symmetric``,
             ``discrete`` and ``spin_flip_symmetric``).
         key: PRNG key for the initial weights.

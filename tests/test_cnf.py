@@ -1,0 +1,165 @@
+"""CNF: identity at initialisation, exact divergence, round trip, normalisation, symmetries."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_allclose
+
+from boltzgen.flows import CNF, make_sampler
+from boltzgen.flows._cnf import MLPField, ParticleField, divergence
+from boltzgen.systems import CoulombGas, Ising
+
+SMALL = dict(hidden=8, depth=1)
+
+
+def randomise(cnf: CNF, *, seed: int, scale: float = 0.5) -> CNF:
+    """Every network weight redrawn from N(0, scale²) (non-zero last layers); σ kept."""
+    params, static = eqx.partition(cnf.field, eqx.is_inexact_array)
+    leaves, tdef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    leaves = [
+        scale * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)
+    ]
+    field = eqx.combine(jax.tree_util.tree_unflatten(tdef, leaves), static)
+    return eqx.tree_at(lambda c: c.field, cnf, field)
+
+
+# One structure per event shape (same n_steps, batch size and widths), so the jitted solves
+# compile once per shape and are reused across tests (a diffrax solve compiles in ~1.5 s here).
+N_STEPS = 10
+BATCH = 32
+PARTICLES = (3, 2)
+FLAT = (2,)
+
+
+def make(shape, *, seed=0, **kw):
+    return CNF(shape, key=jax.random.key(seed), n_steps=N_STEPS, **(SMALL | kw))
+
+
+@eqx.filter_jit
+def _sample(cnf, key):
+    return cnf.sample_and_log_prob(BATCH, key=key)
+
+
+@eqx.filter_jit
+def _log_prob(cnf, x):
+    return cnf.log_prob(x)
+
+
+@eqx.filter_jit
+def _inverse_then_forward(cnf, x):
+    """Z = T⁻¹(x) with ∫₁⁰ tr dt, then T(z) with ∫₀¹ tr dt (batched)."""
+    z, ell_inv = jax.vmap(cnf.inverse)(x)
+    x_again, ell_fwd = jax.vmap(cnf.forward)(z)
+    return z, ell_inv, x_again, ell_fwd
+
+
+def gaussian_log_prob(x, sigma):
+    d = math.prod(x.shape[1:])
+    r2 = jnp.sum(x.reshape(x.shape[0], -1) ** 2, axis=1)
+    return -0.5 * r2 / sigma**2 - 0.5 * d * math.log(2 * math.pi * sigma**2)
+
+
+@pytest.mark.parametrize("shape", [PARTICLES, FLAT])
+def test_identity_at_initialisation(shape):
+    cnf = make(shape, base_scale=0.7)
+    assert isinstance(cnf.field, ParticleField if len(shape) == 2 else MLPField)
+    x, log_q = _sample(cnf, jax.random.key(1))
+    base = gaussian_log_prob(x, 0.7)
+    assert_allclose(log_q, base, rtol=1e-6, atol=1e-5)
+    assert_allclose(_log_prob(cnf, x), base, rtol=1e-6, atol=1e-5)
+    z, ell_inv, _, _ = _inverse_then_forward(cnf, x)
+    assert_allclose(z, x, atol=0.0)
+    assert_allclose(ell_inv, np.zeros(BATCH), atol=0.0)
+
+
+@pytest.mark.parametrize("shape", [PARTICLES, FLAT])
+def test_round_trip_and_log_prob_of_samples(shape):
+    cnf = randomise(make(shape), seed=3)
+    x, log_q = _sample(cnf, jax.random.key(1))
+    assert x.shape == (BATCH, *shape) and x.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(log_q)))
+    z, ell_inv, x_again, ell_fwd = _inverse_then_forward(cnf, x)
+    # The flow is far from the identity: the log-density change is O(1).
+    assert float(jnp.mean(jnp.abs(ell_inv))) > 0.1
+    assert_allclose(_log_prob(cnf, x), log_q, rtol=0.0, atol=1e-4)
+    assert_allclose(x_again, x, rtol=0.0, atol=1e-4)
+    assert_allclose(ell_fwd, -ell_inv, rtol=0.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(4, 2), (3,)])
+def test_exact_divergence_matches_jacobian_trace(shape):
+    cnf = randomise(make(shape), seed=5)
+    kx, kt = jax.random.split(jax.random.key(2))
+    xs = jax.random.normal(kx, (6, *shape))
+    ts = jax.random.uniform(kt, (6,))
+
+    @jax.jit
+    def both(x, t):
+        jac = jax.jacfwd(lambda xf: cnf.field(t, xf.reshape(shape)).reshape(-1))(x.ravel())
+        return cnf.field.divergence(t, x), divergence(cnf.field, t, x), jnp.trace(jac)
+
+    div, div_jvp, tr = jax.vmap(both)(xs, ts)
+    assert float(jnp.max(jnp.abs(tr))) > 0.1  # a non-trivial field
+    assert_allclose(div, tr, rtol=1e-5, atol=1e-5)  # the one the CNF integrates
+    assert_allclose(div_jvp, tr, rtol=1e-5, atol=1e-5)  # the generic one-hot JVP trace
+
+
+@pytest.mark.parametrize("shape", [FLAT, (2, 1)])
+def test_normalised_on_2d_grid(shape):
+    """Σ q ΔxΔy = 1 for a random field: MLP field on R², particle field for 2 particles in 1-D."""
+    cnf = randomise(make(shape), seed=7)
+    assert isinstance(cnf.field, MLPField if len(shape) == 1 else ParticleField)
+    g = jnp.linspace(-8.0, 8.0, 161)
+    xx, yy = jnp.meshgrid(g, g, indexing="ij")
+    pts = jnp.stack([xx.ravel(), yy.ravel()], axis=-1).reshape(-1, *shape)
+    q = jnp.exp(_log_prob(cnf, pts))
+    mass = float(jnp.sum(q) * (g[1] - g[0]) ** 2)
+    assert abs(mass - 1.0) < 5e-3, mass
+
+
+def test_particle_field_permutation_and_rotation():
+    cnf = randomise(make(PARTICLES), seed=11)
+    x, log_q = _sample(cnf, jax.random.key(4))
+    z, ell, _, _ = _inverse_then_forward(cnf, x)
+    perm = jnp.array([2, 0, 1])
+    z_p, ell_p, _, _ = _inverse_then_forward(cnf, x[:, perm])
+    assert_allclose(z_p, z[:, perm], rtol=0.0, atol=1e-5)
+    assert_allclose(ell_p, ell, rtol=0.0, atol=1e-5)
+    angle = 0.7
+    rot = jnp.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    z_r, ell_r, _, _ = _inverse_then_forward(cnf, x @ rot.T)
+    assert_allclose(z_r, z @ rot.T, rtol=0.0, atol=1e-5)
+    assert_allclose(ell_r, ell, rtol=0.0, atol=1e-5)
+    assert_allclose(_log_prob(cnf, x[:, perm]), log_q, rtol=0.0, atol=1e-4)
+    assert_allclose(_log_prob(cnf, x @ rot.T), log_q, rtol=0.0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_gradient_and_tsit5():
+    cnf = randomise(make(PARTICLES), seed=13)
+    x, _ = _sample(cnf, jax.random.key(1))
+    grads = eqx.filter_grad(lambda c: jnp.mean(c.log_prob(x)))(cnf)
+    leaves = jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_inexact_array))
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
+    assert any(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
+    tsit = randomise(make(PARTICLES, solver="tsit5"), seed=13)
+    assert_allclose(_log_prob(tsit, x), _log_prob(cnf, x), rtol=0.0, atol=1e-3)
+
+
+def test_registry_builds_cnf_and_refuses_spins():
+    q = make_sampler("cnf", CoulombGas(3, 2), key=jax.random.key(0), hidden=8, depth=1, n_steps=4)
+    assert isinstance(q, CNF) and isinstance(q.field, ParticleField)
+    assert q.event_shape == (3, 2)
+    with pytest.raises(ValueError, match="discrete"):
+        make_sampler("cnf", Ising(3), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="expects a batch"):
+        q.log_prob(jnp.zeros((6,)))
+    with pytest.raises(ValueError, match="solver"):
+        CNF((2,), key=jax.random.key(0), solver="rk5")
