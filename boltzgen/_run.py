@@ -525,6 +525,12 @@ def run(
     ):
         raise ValueError(f"beta must be a positive finite number, got {beta!r}")
     beta = float(beta)
+    if getattr(system, "translation_invariant", False):
+        raise ValueError(
+            f"system {system.kind!r} is translation-invariant, so its Z over all coordinates "
+            "diverges; free-energy runs need a zero-centre-of-mass sampler, which boltzgen does "
+            "not have yet"
+        )
     reference = resolve_reference(reference, system)
     refine = resolve_refine(refine)
     discrete = is_discrete(system)

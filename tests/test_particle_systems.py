@@ -222,3 +222,20 @@ def test_bad_values_direct_and_shape():
         LennardJones().energy(jnp.zeros((12, 3)))
     with pytest.raises(ValueError, match="shape"):
         LennardJones().energy_no_tether(jnp.zeros((13, 2)))
+
+
+def test_run_refuses_translation_invariant_systems():
+    """Z diverges without a centre-of-mass treatment: run() says so instead of a number."""
+    import boltzgen as bg
+    from boltzgen.systems import DoubleWellParticles
+
+    with pytest.raises(ValueError, match="translation-invariant"):
+        bg.run(DoubleWellParticles(), 1.0, steps=1, progress=False)
+
+
+def test_cli_refuses_translation_invariant_systems_with_exit_2(tmp_path):
+    from boltzgen.cli import main
+
+    out = tmp_path / "x.h5"
+    assert main(["run", "--quiet", "--out", str(out), "--set", 'system.kind="lennard_jones"']) == 2
+    assert not out.exists()

@@ -75,6 +75,9 @@ class DoubleWellParticles(AbstractParticleSystem):
     """
 
     kind: ClassVar[str] = "double_well"
+    #: E is invariant under a common translation, so ∫ e^{−βE} dx diverges: a free energy needs
+    #: the centre of mass removed (a zero-COM sampler on the (N−1)d-dimensional subspace).
+    translation_invariant: ClassVar[bool] = True
     n_particles: int = 4
     dim: int = 2
     a: float = 0.0
@@ -149,6 +152,9 @@ class LennardJones(AbstractParticleSystem):
     """
 
     kind: ClassVar[str] = "lennard_jones"
+    #: E is invariant under a common translation, so ∫ e^{−βE} dx diverges: a free energy needs
+    #: the centre of mass removed (a zero-COM sampler on the (N−1)d-dimensional subspace).
+    translation_invariant: ClassVar[bool] = True
     n_particles: int = 13
     dim: int = 3
     epsilon: float = 1.0
