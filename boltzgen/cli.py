@@ -105,50 +105,37 @@ def _cmd_run(args) -> int:
     refine = dict(spec["refine"])
     tr, es = spec["train"], spec["estimate"]
     t0 = time.perf_counter()
-    if spec["ensemble"]["betas"]:
-        result = bg.run_curve(
-            system,
-            spec["ensemble"]["betas"],
-            sampler=sampler.pop("kind"),
-            sampler_options=sampler,
-            steps=tr["steps"],
-            batch_size=tr["batch_size"],
-            learning_rate=tr["learning_rate"],
-            clip=tr["clip"],
-            beta_anneal=tr["beta_anneal"],
-            n_samples=es["n_samples"],
-            chunk_size=es["chunk_size"],
-            n_boot=es["n_boot"],
-            seed=spec["seed"],
-            progress=not args.quiet,
-            spec_text=to_toml(spec),
-        )
+    common = dict(
+        sampler=sampler.pop("kind"),
+        sampler_options=sampler,
+        steps=tr["steps"],
+        batch_size=tr["batch_size"],
+        learning_rate=tr["learning_rate"],
+        clip=tr["clip"],
+        beta_anneal=tr["beta_anneal"],
+        n_samples=es["n_samples"],
+        chunk_size=es["chunk_size"],
+        n_boot=es["n_boot"],
+        seed=spec["seed"],
+        progress=not args.quiet,
+        spec_text=to_toml(spec),
+    )
+    if spec["ensemble"]["betas"]:  # one β-conditioned training, a free-energy curve
+        result = bg.run_curve(system, spec["ensemble"]["betas"], **common)
     else:
         result = bg.run(
             system,
             spec["ensemble"]["beta"],
-            sampler=sampler.pop("kind"),
-            sampler_options=sampler,
-            steps=tr["steps"],
-            batch_size=tr["batch_size"],
-            learning_rate=tr["learning_rate"],
-            clip=tr["clip"],
             objective=tr["objective"],
-            beta_anneal=tr["beta_anneal"],
-            n_samples=es["n_samples"],
-            chunk_size=es["chunk_size"],
-            n_boot=es["n_boot"],
             reference=reference.pop("method"),
             reference_options=reference,
             refine=refine.pop("method"),
             refine_options=refine,
             indistinguishable=spec["ensemble"]["indistinguishable"],
-            seed=spec["seed"],
             checkpoint_path=out + ".ckpt",
             checkpoint_every=tr["checkpoint_every"],
             resume=args.resume,
-            progress=not args.quiet,
-            spec_text=to_toml(spec),
+            **common,
         )
     result.timings["total"] = time.perf_counter() - t0
     result.save(out)

@@ -10,14 +10,14 @@ from boltzgen.flows import AbstractSampler
 class MeanField(AbstractSampler):
     """Independent spins, q(s) = Π σ(s_i a_i): the simplest exactly normalised discrete q.
 
-    With ``conditioned``, the logits are a_i + β b_i (a β-conditioned q(s | β)).
+    Called with ``beta``, the logits are a_i + β b_i (a β-conditioned q(s | β); b starts at 0).
     """
 
     logits: jax.Array
     slope: jax.Array
     shape: tuple = eqx.field(static=True)
 
-    def __init__(self, shape, *, key, conditioned=False):
+    def __init__(self, shape, *, key):
         self.shape = tuple(shape)
         self.logits = 0.3 * jax.random.normal(key, self.shape)
         self.slope = jnp.zeros(self.shape)

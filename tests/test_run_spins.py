@@ -89,7 +89,7 @@ def test_importance_entropy_against_exact_uniform_q():
 
 def test_run_curve_meanfield_matches_enumeration(tmp_path):
     system = SherringtonKirkpatrick(8, seed=1)
-    q = MeanField(system.event_shape, key=jax.random.key(0), conditioned=True)
+    q = MeanField(system.event_shape, key=jax.random.key(0))
     betas = [0.2, 0.6, 1.0]
     r = bg.run_curve(
         system,

@@ -106,7 +106,7 @@ def test_beta_anneal_validation():
 
 def test_beta_range_objective_traces_once_and_groups_temperatures():
     system = Ising(3)
-    q = MeanField(system.event_shape, key=jax.random.key(0), conditioned=True)
+    q = MeanField(system.event_shape, key=jax.random.key(0))
     opt = make_optimizer(1e-2, 10)
     step = make_step(opt, system.energy, 64, objective="reinforce_beta_range", max_traces=1)
     state = opt.init(eqx.filter(q, eqx.is_inexact_array))
