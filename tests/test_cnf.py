@@ -163,3 +163,80 @@ def test_registry_builds_cnf_and_refuses_spins():
         q.log_prob(jnp.zeros((6,)))
     with pytest.raises(ValueError, match="solver"):
         CNF((2,), key=jax.random.key(0), solver="rk5")
+
+
+def subspace_basis(n: int, d: int) -> np.ndarray:
+    """Orthonormal basis (n·d, (n−1)·d) of the zero-centre-of-mass subspace of R^{n×d}."""
+    centring = np.eye(n) - np.ones((n, n)) / n
+    u, s, _ = np.linalg.svd(centring)
+    b = u[:, s > 0.5]  # the n − 1 eigenvectors with eigenvalue 1
+    return np.kron(b, np.eye(d))  # row (i, a) ↔ particle i, coordinate a
+
+
+def test_zero_com_divergence_is_the_subspace_trace():
+    shape = (4, 2)
+    cnf = randomise(make(shape, zero_com=True), seed=17)
+    basis = jnp.asarray(subspace_basis(*shape), dtype=jnp.float32)
+    kx, kt = jax.random.split(jax.random.key(3))
+    xs = cnf.project(jax.random.normal(kx, (6, *shape)))
+    ts = jax.random.uniform(kt, (6,))
+
+    @jax.jit
+    def both(x, t):
+        jac = jax.jacfwd(lambda xf: cnf.field(t, xf.reshape(shape)).reshape(-1))(x.ravel())
+        return cnf.field.divergence(t, x), jnp.trace(basis.T @ jac @ basis), cnf.field(t, x)
+
+    div, tr_sub, v = jax.vmap(both)(xs, ts)
+    assert float(jnp.max(jnp.abs(tr_sub))) > 0.1
+    assert_allclose(div, tr_sub, rtol=1e-5, atol=1e-5)
+    assert_allclose(jnp.sum(v, axis=1), np.zeros((6, 2)), atol=1e-5)  # keeps Σ x_i fixed
+
+
+def test_zero_com_normalised_on_the_subspace():
+    """3 particles in 1-D: q lives on a plane; Σ q ΔA = 1 in orthonormal plane coordinates."""
+    shape = (3, 1)
+    cnf = randomise(make(shape, zero_com=True), seed=19)
+    assert cnf.n_dof == 2
+    basis = jnp.asarray(subspace_basis(*shape), dtype=jnp.float32)  # (3, 2)
+    g = jnp.linspace(-8.0, 8.0, 161)
+    uu, vv = jnp.meshgrid(g, g, indexing="ij")
+    coords = jnp.stack([uu.ravel(), vv.ravel()], axis=-1)
+    pts = (coords @ basis.T).reshape(-1, *shape)
+    q = jnp.exp(_log_prob(cnf, pts))
+    mass = float(jnp.sum(q) * (g[1] - g[0]) ** 2)
+    assert abs(mass - 1.0) < 5e-3, mass
+
+
+def test_zero_com_samples_centred_and_invariant():
+    shape = (4, 2)
+    cnf = randomise(make(shape, zero_com=True), seed=23, scale=0.2)
+    x, log_q = _sample(cnf, jax.random.key(6))
+    assert_allclose(jnp.mean(x, axis=1), np.zeros((BATCH, 2)), atol=1e-5)
+    assert_allclose(_log_prob(cnf, x), log_q, rtol=0.0, atol=1e-4)
+    shifted = x + jnp.array([[[1.5, -0.7]]])  # log_prob centres its input
+    assert_allclose(_log_prob(cnf, shifted), log_q, rtol=0.0, atol=1e-4)
+    perm = jnp.array([3, 1, 0, 2])
+    assert_allclose(_log_prob(cnf, x[:, perm]), log_q, rtol=0.0, atol=1e-4)
+    # At initialisation q is the (N−1)d-dimensional Gaussian on the subspace.
+    base = make(shape, zero_com=True, base_scale=0.7)
+    xb, lq = _sample(base, jax.random.key(2))
+    k = (shape[0] - 1) * shape[1]
+    expect = -0.5 * jnp.sum(xb**2, axis=(1, 2)) / 0.49 - 0.5 * k * math.log(2 * math.pi * 0.49)
+    assert_allclose(lq, expect, rtol=1e-6, atol=1e-5)
+
+
+def test_registry_zero_com_for_translation_invariant_systems():
+    from boltzgen.flows import default_sampler_kind
+    from boltzgen.systems import DoubleWellParticles
+
+    dw4 = DoubleWellParticles()
+    assert default_sampler_kind(dw4) == "cnf"
+    q = make_sampler("cnf", dw4, key=jax.random.key(0), hidden=8, depth=1, n_steps=4)
+    assert q.zero_com and q.n_dof == 6
+    assert not make_sampler("cnf", CoulombGas(3, 2), key=jax.random.key(0), n_steps=4).zero_com
+    with pytest.raises(ValueError, match="zero_com = true"):
+        make_sampler("cnf", dw4, key=jax.random.key(0), zero_com=False)
+    with pytest.raises(ValueError, match="translation-invariant"):
+        make_sampler("realnvp", dw4, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="zero_com needs particles"):
+        CNF((4,), key=jax.random.key(0), zero_com=True)

@@ -91,6 +91,11 @@ class MLPField(eqx.Module):
         return divergence(self, t, x)
 
 
+def _centre(x: Float[Array, "n d"]) -> Float[Array, "n d"]:
+    """X − x̄: the projection of ONE configuration (N, d) onto the zero-centre-of-mass subspace."""
+    return x - jnp.mean(x, axis=0, keepdims=True)
+
+
 def _squash(r2):
     """ρ(r²) = r²/(1 + r²): a bounded, smooth feature of a squared distance."""
     return r2 / (1.0 + r2)
@@ -108,15 +113,24 @@ class ParticleField(eqx.Module):
     invariant under both. Only squared distances enter the networks (finite gradients at
     r = 0); the diagonal j = i is masked (its difference vector is zero anyway). Both last
     layers are zero, so v ≡ 0 at initialisation.
+
+    With ``zero_com=True`` the field acts on the centre-of-mass-free subspace {Σ_i x_i = 0}:
+    the one-body term uses the centred positions y_i = x_i − x̄ and has its particle mean
+    removed, v = P[y ξ(|y|²)] + Σ_j η(r²_ij)(x_i − x_j) with P the projection onto the subspace
+    (the pair term sums to zero over i already). The field is then translation-invariant and
+    keeps Σ_i x_i fixed, and the divergence is the trace on the subspace, tr(P J P) (see
+    :meth:`divergence`).
     """
 
     xi: eqx.nn.MLP
     eta: eqx.nn.MLP
+    zero_com: bool = eqx.field(static=True)
 
-    def __init__(self, *, key, hidden, depth):
+    def __init__(self, *, key, hidden, depth, zero_com: bool = False):
         k1, k2 = jax.random.split(key)
         self.xi = zero_last_mlp(2, "scalar", hidden, depth, key=k1)
         self.eta = zero_last_mlp(2, "scalar", hidden, depth, key=k2)
+        self.zero_com = bool(zero_com)
 
     def _coefficients(self, t, x):
         """ξ_i, η_ij, their derivatives in r² (η diagonal masked), pair differences, r²_ij."""
@@ -130,17 +144,21 @@ class ParticleField(eqx.Module):
 
             return jax.jvp(f, (r2,), (jnp.ones_like(r2),))
 
-        xi, dxi = jax.vmap(lambda r2: scalar(self.xi, r2))(jnp.sum(x * x, axis=-1))  # (N,)
+        y = _centre(x) if self.zero_com else x
+        xi, dxi = jax.vmap(lambda r2: scalar(self.xi, r2))(jnp.sum(y * y, axis=-1))  # (N,)
         diff = x[:, None, :] - x[None, :, :]  # (N, N, d)
         r2 = jnp.sum(diff * diff, axis=-1)  # (N, N); r² = 0 on the diagonal, no norm taken
         eta, deta = jax.vmap(jax.vmap(lambda r2: scalar(self.eta, r2)))(r2)  # (N, N)
         off = 1.0 - jnp.eye(n, dtype=x.dtype)
-        return xi, dxi, eta * off, deta * off, diff, r2
+        return y, xi, dxi, eta * off, deta * off, diff, r2
 
     def __call__(self, t, x: Float[Array, "n d"]) -> Float[Array, "n d"]:
         """V(x, t) on ONE configuration of shape (N, d)."""
-        xi, _, eta, _, diff, _ = self._coefficients(t, x)
-        return x * xi[:, None] + jnp.sum(eta[:, :, None] * diff, axis=1)
+        y, xi, _, eta, _, diff, _ = self._coefficients(t, x)
+        one_body = y * xi[:, None]
+        if self.zero_com:
+            one_body = _centre(one_body)
+        return one_body + jnp.sum(eta[:, :, None] * diff, axis=1)
 
     def divergence(self, t, x: Float[Array, "n d"]) -> Float[Array, ""]:
         r"""Exact tr(∂v/∂x) in closed form (one pass instead of N·d JVPs).
@@ -149,11 +167,19 @@ class ParticleField(eqx.Module):
         + 2η'_ij (x_i − x_j)(x_i − x_j)ᵀ],
 
             tr(∂v/∂x) = Σ_i [d ξ_i + 2ξ'_i |x_i|²] + Σ_{i≠j} [d η_ij + 2η'_ij r²_ij].
+
+        With ``zero_com`` the trace is taken on the subspace, tr(P J P) = tr(J P). The pair
+        term is translation-invariant (J_pair P = J_pair), so its trace is unchanged; the
+        one-body term's Jacobian is P J_g P with J_g block-diagonal, and tr(J_g P) =
+        Σ_i tr J_g,ii − (1/N) Σ_ij tr J_g,ij = (1 − 1/N) Σ_i tr J_g,ii.
         """
-        d = x.shape[1]
-        xi, dxi, eta, deta, _, r2 = self._coefficients(t, x)
-        r2_self = jnp.sum(x * x, axis=-1)
-        return jnp.sum(d * xi + 2.0 * dxi * r2_self) + jnp.sum(d * eta + 2.0 * deta * r2)
+        n, d = x.shape
+        y, xi, dxi, eta, deta, _, r2 = self._coefficients(t, x)
+        r2_self = jnp.sum(y * y, axis=-1)
+        one_body = jnp.sum(d * xi + 2.0 * dxi * r2_self)
+        if self.zero_com:
+            one_body = (1.0 - 1.0 / n) * one_body
+        return one_body + jnp.sum(d * eta + 2.0 * deta * r2)
 
 
 def divergence(field: Callable, t, x: Float[Array, "..."]) -> Float[Array, ""]:
@@ -191,6 +217,16 @@ class CNF(AbstractSampler):
     rotation-equivariant, so q is permutation- and rotation-invariant); otherwise
     :class:`MLPField`. Both start at v ≡ 0 (q = base).
 
+    Zero centre of mass (``zero_com=True``, particles only): for translation-invariant systems
+    (DW4, Lennard-Jones clusters) Z over all coordinates diverges and q lives on the
+    (N−1)d-dimensional subspace {Σ_i x_i = 0}. The base is the isotropic Gaussian ON that
+    subspace, z = P ζ with ζ ~ N(0, σ² I) and P the centring projection, whose density with
+    respect to the subspace's Lebesgue measure (orthonormal coordinates) is
+    (2πσ²)^{−(N−1)d/2} exp(−|z|²/2σ²) — using the full Nd-dimensional normalisation would shift
+    ln Z by (d/2) ln(2πσ²). The field keeps the centre of mass fixed and the divergence is the
+    trace on the subspace, so ln q is the exact density on the subspace and ln Z = ln ∫ e^{−u}
+    over the subspace (the convention of PHYSICS.md). ``log_prob`` centres its input first.
+
     Gradients: reverse mode (``jax.grad``) through the solve works with diffrax's default
     adjoint; ``jax.jacfwd`` through it does not (use ``jax.jacrev``).
 
@@ -202,6 +238,7 @@ class CNF(AbstractSampler):
         n_steps: fixed number of solver steps on [0, 1].
         solver: one of :data:`SOLVERS` ("rk4", "tsit5", "dopri5", "heun", "midpoint", "euler").
         base_scale: σ of the isotropic Gaussian base.
+        zero_com: work on the zero-centre-of-mass subspace (event shape (N, d), N > 1).
     """
 
     field: MLPField | ParticleField
@@ -209,6 +246,7 @@ class CNF(AbstractSampler):
     shape: tuple[int, ...] = eqx.field(static=True)
     n_steps: int = eqx.field(static=True)
     solver: str = eqx.field(static=True)
+    zero_com: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -220,31 +258,60 @@ class CNF(AbstractSampler):
         n_steps: int = 20,
         solver: str = "rk4",
         base_scale: float = 1.0,
+        zero_com: bool = False,
     ):
         shape = tuple(int(s) for s in event_shape)
+        particles = len(shape) == 2 and shape[0] > 1
+        if zero_com and not particles:
+            raise ValueError(
+                f"zero_com needs particles, an event shape (N, d) with N > 1; got {shape}"
+            )
         if solver not in SOLVERS:
             raise ValueError(f"unknown CNF solver {solver!r}; valid: {', '.join(SOLVERS)}")
         if n_steps < 1:
             raise ValueError(f"CNF n_steps must be >= 1, got {n_steps}")
         if not base_scale > 0:
             raise ValueError(f"CNF base_scale must be > 0, got {base_scale}")
-        if len(shape) == 2 and shape[0] > 1:
-            self.field = ParticleField(key=key, hidden=hidden, depth=depth)
+        if particles:
+            self.field = ParticleField(key=key, hidden=hidden, depth=depth, zero_com=zero_com)
         else:
             self.field = MLPField(shape, key=key, hidden=hidden, depth=depth)
         self.log_scale = jnp.asarray(math.log(base_scale), dtype=jnp.float32)
         self.shape = shape
         self.n_steps = int(n_steps)
         self.solver = solver
+        self.zero_com = bool(zero_com)
 
     @property
     def event_shape(self) -> tuple[int, ...]:
         """Shape of one configuration."""
         return self.shape
 
-    def _base_log_prob(self, z):
+    @property
+    def n_dof(self) -> int:
+        """Dimension of the space q lives on: (N−1)d with ``zero_com``, else prod(event_shape)."""
+        size = math.prod(self.shape)
+        return size - self.shape[1] if self.zero_com else size
+
+    def project(self, x: Float[Array, "n ..."]) -> Float[Array, "n ..."]:
+        """A batch moved onto q's support: centred (zero centre of mass) with ``zero_com``."""
+        if not self.zero_com:
+            return x
+        return x - jnp.mean(x, axis=-2, keepdims=True)
+
+    def sample_base(self, n: int, *, key: PRNGKeyArray) -> Float[Array, "n ..."]:
+        """``n`` draws z of the base density (on the zero-COM subspace with ``zero_com``)."""
+        dtype = param_dtype(self.field)
+        z = jnp.exp(self.log_scale).astype(dtype) * jax.random.normal(
+            key, (n, *self.shape), dtype=dtype
+        )
+        return self.project(z)
+
+    def base_log_prob(self, z: Float[Array, "..."]) -> Float[Array, ""]:
+        """Ln of the normalised base density at ONE configuration z (on q's support)."""
         sigma = jnp.exp(self.log_scale).astype(z.dtype)
-        return -0.5 * jnp.sum((z / sigma) ** 2) - z.size * jnp.log(sigma) - 0.5 * z.size * LOG_2PI
+        k = self.n_dof
+        return -0.5 * jnp.sum((z / sigma) ** 2) - k * jnp.log(sigma) - 0.5 * k * LOG_2PI
 
     def _augmented(self, t, y, args):
         x, _ = y
@@ -279,19 +346,20 @@ class CNF(AbstractSampler):
         self, n: int, *, key: PRNGKeyArray
     ) -> tuple[Float[Array, "n ..."], Float[Array, " n"]]:
         """Draw ``n`` samples x = x(1) with ln q(x) = ln N(x(0)) − ∫₀¹ tr(∂v/∂x) dt."""
-        dtype = param_dtype(self.field)
-        z = jnp.exp(self.log_scale).astype(dtype) * jax.random.normal(
-            key, (n, *self.shape), dtype=dtype
-        )
+        z = self.sample_base(n, key=key)
         x, ell = jax.vmap(self.forward)(z)
-        return x, jax.vmap(self._base_log_prob)(z) - ell
+        return x, jax.vmap(self.base_log_prob)(z) - ell
 
     def log_prob(self, x: Float[Array, "n ..."]) -> Float[Array, " n"]:
-        """Ln q(x) for a batch: integrate backward to x(0), ln q = ln N(x(0)) + ∫₁⁰ tr dt."""
+        """Ln q(x) for a batch: integrate backward to x(0), ln q = ln N(x(0)) + ∫₁⁰ tr dt.
+
+        With ``zero_com`` the input is centred first: the result is the density of its
+        centre-of-mass-free part on the subspace.
+        """
         check_batch(self, x)
-        x = jnp.asarray(x, dtype=param_dtype(self.field))
+        x = self.project(jnp.asarray(x, dtype=param_dtype(self.field)))
         z, ell = jax.vmap(self.inverse)(x)
-        return jax.vmap(self._base_log_prob)(z) + ell
+        return jax.vmap(self.base_log_prob)(z) + ell
 
 
 __all__ = ["CNF", "MLPField", "ParticleField", "RK4", "SOLVERS", "divergence"]

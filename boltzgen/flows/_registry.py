@@ -112,7 +112,18 @@ def _build_cnf(system, *, key, **hyper) -> AbstractSampler:
             f"sampler 'cnf' is a continuous normalising flow; {type(system).__name__} is a "
             f"discrete spin system: use 'pixelcnn' (L×L lattices) or 'made'"
         )
-    return CNF(tuple(system.event_shape), key=key, **hyper)
+    invariant = bool(getattr(system, "translation_invariant", False))
+    zero_com = hyper.pop("zero_com", "auto")
+    if zero_com == "auto":
+        zero_com = invariant
+    elif not isinstance(zero_com, bool):
+        raise ValueError(f"sampler.zero_com must be true, false or 'auto', got {zero_com!r}")
+    if invariant and not zero_com:
+        raise ValueError(
+            f"system {system.kind!r} is translation-invariant (Z over all coordinates diverges): "
+            "the cnf sampler needs zero_com = true"
+        )
+    return CNF(tuple(system.event_shape), key=key, zero_com=zero_com, **hyper)
 
 
 _NUM = (int, float)
@@ -186,6 +197,12 @@ SAMPLERS: dict[str, SamplerEntry] = {
             "depth": (int, 2, "hidden layers per MLP"),
             "n_steps": (int, 20, "fixed RK4 steps on t ∈ [0, 1]"),
             "base_scale": (_NUM, 1.0, "initial scale σ of the iid Gaussian base (trainable)"),
+            "zero_com": (
+                (bool, str),
+                "auto",
+                "work on the zero-centre-of-mass subspace with its (N−1)d-dim Gaussian base; "
+                "'auto' = when the system is translation-invariant (DW4, Lennard-Jones)",
+            ),
         },
         _build_cnf,
     ),
@@ -226,7 +243,8 @@ def default_sampler_kind(system) -> str:
     """The default sampler family of a system.
 
     Discrete spin systems: 'pixelcnn' on L×L lattices, 'made' otherwise. Continuous systems:
-    'equivariant' for permutation-symmetric particles with d ≥ 2, else 'realnvp'.
+    'cnf' (zero centre of mass) for translation-invariant particles, 'equivariant' for other
+    permutation-symmetric particles with d ≥ 2, else 'realnvp'.
     """
     if _is_discrete(system):
         shape = tuple(system.event_shape)
@@ -238,6 +256,8 @@ def default_sampler_kind(system) -> str:
         if len(shape) == 2 and shape[0] == shape[1]:
             return "pixelcnn"
         return "made"
+    if getattr(system, "translation_invariant", False):
+        return "cnf"
     if _is_particle_system(system) and system.event_shape[1] >= 2:
         return "equivariant"
     return "realnvp"
@@ -262,6 +282,11 @@ def make_sampler(kind: str, system, *, key: PRNGKeyArray, **hyper) -> AbstractSa
             of the wrong type, or a sampler that does not fit the system.
     """
     entry, full = resolve("sampler", kind, SAMPLERS, hyper)
+    if getattr(system, "translation_invariant", False) and kind != "cnf":
+        raise ValueError(
+            f"system {system.kind!r} is translation-invariant (Z over all coordinates diverges): "
+            f"sampler {kind!r} has no zero-centre-of-mass mode; use 'cnf'"
+        )
     return entry.build(system, key=key, **full)
 
 
