@@ -1,0 +1,265 @@
+"""Zero-centre-of-mass HMC/MALA for particle systems, and the 1-D Wasserstein-2 metrics."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_allclose, within_sigmas
+
+from boltzgen.estimators._metrics import (
+    distance_w2,
+    energy_w2,
+    pairwise_distances,
+    wasserstein2_1d,
+)
+from boltzgen.mcmc._particles import (
+    hmc_step,
+    init_state,
+    mcmc_at_budget,
+    particle_mcmc,
+    trace_ess,
+)
+from boltzgen.systems._particles import DoubleWellParticles
+
+
+class PairSprings:
+    """u = (k/2) Σ_{i<j} |x_i − x_j|² = (kN/2) Σ_i |x_i − x̄|²: translation invariant.
+
+    On the zero-COM subspace an isotropic Gaussian of precision βkN per orthonormal
+    coordinate, so E Σ_i|x_i|² = (N − 1)d/(βkN).
+    """
+
+    translation_invariant = True
+
+    def __init__(self, n_particles=5, dim=3, k=1.0):
+        self.n_particles, self.dim, self.k = n_particles, dim, k
+
+    @property
+    def event_shape(self):
+        return (self.n_particles, self.dim)
+
+    def energy(self, x):
+        i, j = np.triu_indices(self.n_particles, 1)
+        diff = x[i] - x[j]
+        return 0.5 * self.k * jnp.sum(diff * diff)
+
+
+class Trap:
+    """u = (k/2) Σ|x_i|², not translation invariant: E Σ|x|² = Nd/(βk)."""
+
+    translation_invariant = False
+
+    def __init__(self, n_particles=3, dim=2, k=2.0):
+        self.n_particles, self.dim, self.k = n_particles, dim, k
+
+    @property
+    def event_shape(self):
+        return (self.n_particles, self.dim)
+
+    def energy(self, x):
+        return 0.5 * self.k * jnp.sum(x * x)
+
+
+def _sq_norm_mean(res):
+    s = np.sum(res.samples.astype(np.float64) ** 2, axis=(2, 3))  # (n_kept, n_chains)
+    ess = trace_ess(s)
+    return s.mean(), s.std() / math.sqrt(ess), ess
+
+
+@pytest.mark.parametrize("kernel", ["hmc", "mala"])
+def test_zero_com_gaussian(kernel):
+    system, beta = PairSprings(5, 3, k=1.0), 2.0
+    n, d = system.event_shape
+    res = particle_mcmc(
+        system,
+        beta,
+        key=jax.random.key(1),
+        n_chains=64,
+        n_steps=600,
+        n_warmup=200,
+        thin=3,
+        kernel=kernel,
+        n_leapfrog=5 if kernel == "hmc" else None,
+    )
+    assert res.zero_com
+    assert res.samples.shape == (200, 64, n, d)
+    # COM exactly zero (to float32 rounding of the re-centring).
+    assert np.max(np.abs(res.samples.mean(axis=2))) < 1e-5
+    mean, se, ess = _sq_norm_mean(res)
+    assert ess > 500
+    within_sigmas(mean, (n - 1) * d / (beta * system.k * n), se)
+    # E(x) = (kN/2)|x|² on the subspace, consistent with the recorded energies.
+    assert_allclose(res.energies.mean(), 0.5 * system.k * n * mean, rtol=1e-4)
+    target = 0.65 if kernel == "hmc" else 0.574
+    assert abs(res.acceptance - target) < 0.1
+    assert res.n_nonfinite == 0
+    lf = 5 if kernel == "hmc" else 1
+    assert res.n_energy_evals == 64 * (1 + lf * (200 + 600))
+    assert np.isfinite(res.energy_ess) and res.energy_tau >= 0.5
+
+
+def test_plain_hmc_without_com_constraint():
+    system, beta = Trap(3, 2, k=2.0), 1.5
+    res = particle_mcmc(
+        system, beta, key=jax.random.key(2), n_chains=64, n_steps=400, n_warmup=200, thin=2
+    )
+    assert not res.zero_com
+    mean, se, _ = _sq_norm_mean(res)
+    within_sigmas(mean, 3 * 2 / (beta * 2.0), se)
+    # COM is free here: it fluctuates with variance d/(βkN) per chain.
+    assert np.std(res.samples.mean(axis=2)) > 0.1
+
+
+def test_step_inside_lax_scan_keeps_dtype_and_subspace():
+    system = PairSprings(4, 2)
+
+    def potential(x):
+        return system.energy(x)
+
+    x0 = jax.random.normal(jax.random.key(3), (4, 2)) + 3.0
+    s0 = init_state(x0, potential, zero_com=True)
+    assert_allclose(jnp.sum(s0.position, axis=0), np.zeros(2), atol=1e-6)
+    assert_allclose(jnp.sum(s0.grad, axis=0), np.zeros(2), atol=1e-5)
+
+    def body(s, k):
+        s, info = hmc_step(k, s, potential, jnp.float32(0.3), n_leapfrog=3, zero_com=True)
+        return s, info.acceptance_rate
+
+    s1, acc = jax.lax.scan(body, s0, jax.random.split(jax.random.key(4), 50))
+    assert s1.position.dtype == s0.position.dtype and s1.potential.dtype == s0.potential.dtype
+    assert_allclose(jnp.sum(s1.position, axis=0), np.zeros(2), atol=1e-5)
+    assert np.all((np.asarray(acc) >= 0) & (np.asarray(acc) <= 1))
+
+
+def test_nonfinite_proposals_are_rejected():
+    # A potential that is +inf past |x| > 1: chains never leave the ball and never get NaN.
+    class Wall(PairSprings):
+        def energy(self, x):
+            r2 = jnp.sum(x * x)
+            return jnp.where(r2 < 1.0, r2, jnp.inf)
+
+    system = Wall(3, 2)
+    res = particle_mcmc(
+        system,
+        1.0,
+        key=jax.random.key(5),
+        n_chains=16,
+        n_steps=100,
+        n_warmup=0,
+        step_size=0.5,
+        init=np.zeros((3, 2)) + 0.01 * np.arange(6).reshape(3, 2),
+    )
+    assert np.all(np.isfinite(res.samples)) and np.all(np.isfinite(res.energies))
+    assert np.all(np.sum(res.samples**2, axis=(2, 3)) < 1.0)
+    assert res.n_nonfinite > 0
+
+
+def test_dw4_at_beta_one():
+    system = DoubleWellParticles()
+    res = particle_mcmc(
+        system, 1.0, key=jax.random.key(6), n_chains=32, n_steps=400, n_warmup=200, thin=4
+    )
+    assert np.all(np.isfinite(res.samples)) and np.all(np.isfinite(res.energies))
+    assert np.max(np.abs(res.samples.mean(axis=2))) < 1e-4
+    # Six pair terms, each ≥ min v = −b²/(4c) ≈ −4.44: E ≥ −26.7; typical thermal energies
+    # lie well below 0 at β = 1.
+    assert res.energies.min() > 6 * (-(4.0**2) / (4 * 0.9))
+    assert -26.7 < res.energies.mean() < -10.0
+    assert 0.5 < res.acceptance < 0.8
+    # A few divergent trajectories (quartic walls overflow float32) are rejected, not kept.
+    assert res.n_nonfinite < 0.01 * 32 * 400
+    # Pair distances sit near the wells d0 ± 1.49, never collapsed.
+    r = pairwise_distances(res.flat_samples)
+    assert r.min() > 0.5
+
+
+def test_mcmc_at_budget_respects_budget():
+    system = DoubleWellParticles()
+    budget = 40_000
+    out = mcmc_at_budget(system, 1.0, budget, key=jax.random.key(7), n_samples=32, n_leapfrog=5)
+    assert out.samples.shape == (32, 4, 2) and out.energies.shape == (32,)
+    assert out.n_energy_evals <= budget
+    assert out.n_energy_evals > 0.9 * budget
+    assert out.n_warmup + out.n_steps == (budget - 32) // (32 * 5)
+    # fewer chains, several thinned samples per chain
+    out2 = mcmc_at_budget(
+        system, 1.0, budget, key=jax.random.key(8), n_samples=32, n_chains=8, n_leapfrog=5
+    )
+    assert out2.samples.shape == (32, 4, 2) and out2.n_energy_evals <= budget
+    assert out2.thin * 4 == out2.n_steps
+    with pytest.raises(ValueError, match="too few"):
+        mcmc_at_budget(system, 1.0, 100, key=jax.random.key(9), n_samples=32)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _brute_w2(a, b):
+    return math.sqrt(np.mean((np.sort(a) - np.sort(b)) ** 2))
+
+
+def test_w2_matches_sorted_formula_for_equal_sizes():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=257), rng.standard_t(3, size=257)
+    assert_allclose(energy_w2(a, b), _brute_w2(a, b), rtol=1e-12)
+    assert energy_w2(a, a) == 0.0
+    assert energy_w2(a, rng.permutation(a)) == 0.0
+    assert_allclose(energy_w2(a, b), energy_w2(b, a), rtol=1e-12)
+    # a shift by c moves every quantile by c
+    assert_allclose(energy_w2(a, a + 0.7), 0.7, rtol=1e-12)
+
+
+def test_w2_unequal_sizes_and_weights():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=30), rng.normal(size=45)
+    # Unequal sizes: repeating each sample of a 3× and of b 2× gives 90 vs 90.
+    assert_allclose(energy_w2(a, b), _brute_w2(np.repeat(a, 3), np.repeat(b, 2)), rtol=1e-10)
+    # Integer weights = duplicated samples.
+    counts = rng.integers(0, 4, size=30)
+    counts[0] = 1
+    assert_allclose(
+        energy_w2(a, b, weights_a=counts),
+        energy_w2(np.repeat(a, counts), b),
+        rtol=1e-10,
+    )
+    # Scale of the weights does not matter.
+    assert_allclose(
+        energy_w2(a, b, weights_a=counts), energy_w2(a, b, weights_a=7.5 * counts), rtol=1e-12
+    )
+    w_b = rng.uniform(size=45)
+    assert_allclose(
+        wasserstein2_1d(a, b, weights_b=w_b), wasserstein2_1d(b, a, weights_a=w_b), rtol=1e-12
+    )
+    with pytest.raises(ValueError):
+        energy_w2(a, b, weights_a=-np.ones(30))
+    with pytest.raises(ValueError):
+        energy_w2(np.array([np.nan]), b)
+
+
+def test_w2_gaussians():
+    # W2(N(μ1, σ1²), N(μ2, σ2²)) = sqrt((μ1 − μ2)² + (σ1 − σ2)²), within sampling error.
+    rng = np.random.default_rng(2)
+    m1, s1, m2, s2 = 0.3, 1.0, -0.5, 2.0
+    vals = [energy_w2(rng.normal(m1, s1, 20_000), rng.normal(m2, s2, 30_000)) for _ in range(8)]
+    exact = math.sqrt((m1 - m2) ** 2 + (s1 - s2) ** 2)
+    within_sigmas(np.mean(vals), exact, np.std(vals, ddof=1) / math.sqrt(8) + 2e-3, 4.0)
+
+
+def test_distance_w2():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 4, 3))
+    r = pairwise_distances(x)
+    assert r.shape == (50, 6)
+    assert_allclose(r[7, 1], np.linalg.norm(x[7, 0] - x[7, 2]), rtol=1e-12)
+    assert_allclose(pairwise_distances(x[7]), r[7], rtol=1e-12)
+    assert distance_w2(x, x) == 0.0
+    # Rigid motions and permutations leave distances unchanged.
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    assert distance_w2(x, x[:, ::-1] @ q.T + 5.0) < 1e-12
+    # Scaling by s scales every distance: W2 = |s − 1| · sqrt(E r²).
+    assert_allclose(distance_w2(x, 2.0 * x), math.sqrt(np.mean(r**2)), rtol=1e-10)
+    y = rng.normal(size=(20, 4, 3))
+    w = rng.integers(1, 3, size=50)
+    assert_allclose(distance_w2(x, y, weights_a=w), distance_w2(np.repeat(x, w, 0), y), rtol=1e-10)
