@@ -53,7 +53,10 @@ def _var_t(t):
 
 
 def b_exact(t, x):
-    """Velocity of x_t = (1 − t) x_0 + t x_1: ρ_t = N(tμ, diag((1 − t)² + t²σ²)), b = ṁ + v̇/(2v)(x − m)."""
+    """Velocity of x_t = (1 − t) x_0 + t x_1.
+
+    ρ_t = N(tμ, diag(v_t)), v_t = (1 − t)² + t²σ², and b = ṁ + v̇/(2v)(x − m) transports it.
+    """
     return MU + ((-2 * (1 - t) + 2 * t * SIG**2) / (2 * _var_t(t))) * (x - t * MU)
 
 
@@ -325,22 +328,26 @@ def test_input_errors(x64):
 
 
 def test_jit_counts_and_masking(x64):
-    x0, _, kf, _ = samples(2, 64)
-    kw = dict(log_density_a=log_rho_a, log_density_b=log_rho_b, n_steps=6, eps=0.5)
+    n, k = 2000, 20  # the shapes of the first test: its compiled kernels are reused
+    x0, _, kf, _ = samples(0, n)
+    kw = dict(log_density_a=log_rho_a, log_density_b=log_rho_b, n_steps=k, eps=0.5)
     r = forward_paths(b_wrong, s_wrong, x0, key=kf, **kw)
     assert isinstance(r, PathResult) and r.direction == "forward" and not r.deterministic
-    assert (r.n_drift_evals, r.n_score_evals, r.n_divergence_evals) == (7 * 64, 7 * 64, 0)
-    jitted = jax.jit(lambda x, k: forward_paths(b_wrong, s_wrong, x, key=k, **kw).log_w)
+    assert (r.n_drift_evals, r.n_score_evals, r.n_divergence_evals) == ((k + 1) * n,) * 2 + (0,)
+    assert r.n_energy_evals == 2 * n
+    jitted = jax.jit(lambda x, key: forward_paths(b_wrong, s_wrong, x, key=key, **kw).log_w)
     assert_allclose(jitted(x0, kf), r.log_w, rtol=1e-12)
     assert_allclose(r.log_w, r.log_density_b - r.log_density_a + r.path_term, rtol=1e-12)
     # a non-finite end-state density is masked to −inf and counted
     bad = dict(kw, log_density_b=lambda x: jnp.where(x[0] > 0, jnp.nan, log_rho_b(x)))
     rb = forward_paths(b_wrong, s_wrong, x0, key=kf, **bad)
-    n_bad = int(np.sum(np.asarray(rb.x_b)[:, 0] > 0))
-    assert 0 < n_bad < 64 and int(rb.n_nonfinite) == n_bad
-    assert np.all(np.isneginf(np.asarray(rb.log_w)[np.asarray(rb.x_b)[:, 0] > 0]))
+    pos = np.asarray(rb.x_b)[:, 0] > 0
+    assert 0 < pos.sum() < n and int(rb.n_nonfinite) == pos.sum()
+    assert np.all(np.isneginf(np.asarray(rb.log_w)[pos]))
+    assert np.all(np.isfinite(np.asarray(rb.log_w)[~pos]))
     ro = forward_paths(b_wrong, None, x0, **dict(kw, eps=0.0), divergence=div_wrong)
-    assert (ro.n_drift_evals, ro.n_divergence_evals) == (4 * 6 * 64, 4 * 6 * 64)
+    assert ro.deterministic and ro.n_score_evals == 0
+    assert (ro.n_drift_evals, ro.n_divergence_evals) == (4 * k * n, 4 * k * n)
 
 
 def test_float32_without_x64():
