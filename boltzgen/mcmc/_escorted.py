@@ -384,6 +384,9 @@ def forward_paths(
 
     Cost per path: K + 1 drift and K + 1 score evaluations (ε > 0), or 4K drift and 4K
     divergence evaluations (ε = 0, RK4), and one evaluation of each of ln ρ̃_a, ln ρ̃_b.
+    The simulation is compiled once per (function objects, shapes, K): pass the same callables
+    (or ``eqx.Module`` fields, whose arrays are traced) across calls to reuse it; ε and the
+    grid values are traced, so changing them does not recompile.
 
     Args:
         drift: b(t, x) for ONE configuration x (any event shape), returning x's shape.
