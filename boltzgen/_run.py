@@ -49,11 +49,16 @@ def resolve_reference(method: str, system: AbstractSystem) -> str:
 
     Coulomb gas: ``"ais"`` (from the harmonic trap) or ``"ladder"`` (BAR/MBAR over couplings);
     spin systems: ``"ti"`` (thermodynamic integration over β from 0) or ``"beta_ais"``
-    (annealed importance sampling over β). ``"auto"`` is ``"ais"`` for the Coulomb gas and
-    ``"none"`` otherwise (spin systems print their exact ln Z where known).
+    (annealed importance sampling over β); translation-invariant particles (DW4, Lennard-Jones):
+    ``"ais"`` (from a centred harmonic trap, on the zero-centre-of-mass subspace). ``"auto"`` is
+    ``"ais"`` for those and the Coulomb gas, ``"none"`` otherwise (spin systems print their
+    exact ln Z where known).
     """
+    particles = _has_particle_reference(system)
     if method == "auto":
-        return "ais" if isinstance(system, CoulombGas) else "none"
+        return "ais" if isinstance(system, CoulombGas) or particles else "none"
+    if method == "ais" and particles:
+        return method
     if method not in REFERENCE_METHODS:
         raise _spec_error(
             f"unknown reference.method {method!r}; valid: auto, {', '.join(REFERENCE_METHODS)}"
@@ -72,13 +77,24 @@ def resolve_reference(method: str, system: AbstractSystem) -> str:
     return method
 
 
-def _reference_function(method: str):
+def _has_particle_reference(system) -> bool:
+    """True for translation-invariant particle systems with an AIS reference (DW4, LJ)."""
+    return bool(getattr(system, "translation_invariant", False)) and hasattr(
+        system, "reference_trap"
+    )
+
+
+def _reference_function(method: str, system=None):
     from boltzgen.mcmc import (
         beta_annealing,
         coulomb_reference,
         coupling_ladder,
+        particle_reference,
         thermodynamic_integration,
     )
+
+    if method == "ais" and system is not None and _has_particle_reference(system):
+        return particle_reference
 
     return {
         "ais": coulomb_reference,
@@ -297,7 +313,8 @@ def run_reference(
 ):
     """Run the Monte Carlo reference; return (reference estimates, derived estimates).
 
-    ``"ais"`` (Coulomb gas, from the harmonic trap) gives ``/reference/ais``; ``"ladder"`` gives
+    ``"ais"`` (Coulomb gas from the harmonic trap; translation-invariant particles from a
+    centred trap) gives ``/reference/ais``; ``"ladder"`` gives
     ``/reference/ladder_bar`` and ``/reference/ladder_mbar`` (BAR / MBAR along the coupling
     ladder). With a trained ``sampler`` the reference's samples of p also give the lower bound
     ``forward_bound`` = E_p[u + ln q] on βF, and — from the ladder's equilibrium samples — reverse
@@ -306,7 +323,7 @@ def run_reference(
     """
     if method == "none":
         return {}, {}
-    fn = _reference_function(method)
+    fn = _reference_function(method, system)
     ref = fn(system, beta, key=key, progress=progress, **options)
     if method in _SPIN_REFERENCES:
         extra = dict(
@@ -525,12 +542,6 @@ def run(
     ):
         raise ValueError(f"beta must be a positive finite number, got {beta!r}")
     beta = float(beta)
-    if getattr(system, "translation_invariant", False):
-        raise ValueError(
-            f"system {system.kind!r} is translation-invariant, so its Z over all coordinates "
-            "diverges; free-energy runs need a zero-centre-of-mass sampler, which boltzgen does "
-            "not have yet"
-        )
     reference = resolve_reference(reference, system)
     refine = resolve_refine(refine)
     discrete = is_discrete(system)
@@ -550,6 +561,12 @@ def run(
     else:
         kind = default_sampler_kind(system) if sampler == "auto" else sampler
         q = make_sampler(kind, system, key=k_init, **(sampler_options or {}))
+    if getattr(system, "translation_invariant", False) and not getattr(q, "zero_com", False):
+        raise ValueError(
+            f"system {system.kind!r} is translation-invariant, so its Z over all coordinates "
+            "diverges; it needs a zero-centre-of-mass sampler (sampler 'cnf', zero_com = true), "
+            "and ln Z is then the integral over the subspace Σ_i x_i = 0"
+        )
     if getattr(q, "beta_conditioned", False):
         raise ValueError(
             "a beta_conditioned sampler is trained over a range of β: use run_curve (the CLI: "

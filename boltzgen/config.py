@@ -190,11 +190,6 @@ def validate(raw: dict) -> dict:
         system = make_system(kind, **sysspec)
     except ValueError as err:
         raise SpecError(_prefix("system", err)) from None
-    if getattr(system, "translation_invariant", False):
-        raise SpecError(
-            f"system.kind {kind!r} is translation-invariant (Z over all coordinates diverges); "
-            "free-energy runs need a zero-centre-of-mass sampler, which boltzgen does not have yet"
-        )
 
     # Sampler: the flows registry knows its keys.
     samp = dict(spec["sampler"])

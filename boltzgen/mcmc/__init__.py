@@ -2,7 +2,9 @@
 
 Functional core: :func:`ais_init` / :func:`ais_step` (the caller owns the ``lax.scan``).
 Entry points: :func:`ais` (two unnormalised log densities) and :func:`coulomb_reference` /
-:func:`anneal_reference` (a system at β, from an exactly solvable reference system).
+:func:`anneal_reference` (a system at β, from an exactly solvable reference system);
+:func:`particle_reference` for translation-invariant particles (DW4, Lennard-Jones), on the
+zero-centre-of-mass subspace.
 
 Refinement of a normalised sampler q towards p with exact weights: :func:`refine_anneal` (AIS
 or SMC along q^{1-λ} p^λ) and :func:`neural_mcmc` (independent MH with proposal q plus local
@@ -37,7 +39,12 @@ from boltzgen.mcmc._nmcmc import (
     nmcmc_init,
     nmcmc_step,
 )
-from boltzgen.mcmc._reference import ReferenceResult, anneal_reference, coulomb_reference
+from boltzgen.mcmc._reference import (
+    ReferenceResult,
+    anneal_reference,
+    coulomb_reference,
+    particle_reference,
+)
 from boltzgen.mcmc._refine import RefineInfo, RefineResult, RefineState, refine_anneal
 from boltzgen.mcmc._spins import (
     SPIN_KERNELS,
@@ -80,6 +87,7 @@ __all__ = [
     "anneal_reference",
     "annealing_schedule",
     "coulomb_reference",
+    "particle_reference",
     "coupling_ladder",
     "integrated_autocorrelation_time",
     "neural_mcmc",

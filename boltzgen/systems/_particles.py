@@ -44,6 +44,50 @@ def _check_dim(value) -> int:
     return dim
 
 
+class CentredTrap(AbstractParticleSystem):
+    r"""Particles tied to their centre of mass: E = κ Σ_i |x_i − x̄|² (translation-invariant).
+
+    The exactly solvable reference for translation-invariant systems. On the zero-centre-of-mass
+    subspace (Lebesgue measure in orthonormal coordinates, the convention of every
+    translation-invariant system here) p is the isotropic Gaussian of variance 1/(2βκ) per
+    coordinate, so
+
+        ln Z = ((N − 1)d/2) ln(π/(βκ)),
+
+    and exact samples are x = P ζ, ζ ~ N(0, I/(2βκ)), P the centring projection.
+
+    Args:
+        n_particles: number of particles N ≥ 2.
+        dim: spatial dimension d ≥ 1.
+        trap: stiffness κ > 0.
+    """
+
+    kind: ClassVar[str] = "centred_trap"
+    translation_invariant: ClassVar[bool] = True
+    n_particles: int
+    dim: int
+    trap: float = 1.0
+
+    def __check_init__(self):
+        check_positive_int("n_particles", self.n_particles, minimum=2)
+        check_positive_int("dim", self.dim)
+        check_positive_float("trap", self.trap)
+
+    def _energy(self, x):
+        y = x - jnp.mean(x, axis=0, keepdims=True)
+        return self.trap * jnp.sum(y * y)
+
+    def exact_log_z(self, beta: float) -> float:
+        """((N − 1)d/2) ln(π/(βκ)) on the zero-centre-of-mass subspace."""
+        beta = check_positive_float("beta", beta)
+        k = (self.n_particles - 1) * self.dim
+        return (k / 2) * math.log(math.pi / (beta * self.trap))
+
+    def params(self) -> dict:
+        """Run-spec parameters."""
+        return dict(n_particles=self.n_particles, dim=self.dim, trap=self.trap)
+
+
 class DoubleWellParticles(AbstractParticleSystem):
     r"""DW4: particles with a double-well pair potential in the distance.
 
@@ -94,6 +138,14 @@ class DoubleWellParticles(AbstractParticleSystem):
         check_positive_float("c", self.c)
         check_positive_float("d0", self.d0)
         check_positive_float("tau", self.tau)
+
+    def reference_trap(self, beta: float) -> CentredTrap:
+        """The Monte Carlo reference's starting point: a :class:`CentredTrap` of about p's size.
+
+        κ = 0.1 β⁻¹ τ: per-coordinate variance 5 at β = 1, close to DW4's (pair distances near
+        d_0 ± 1.5 put Σ_i|x_i − x̄|² ≈ 30 over 6 coordinates).
+        """
+        return CentredTrap(self.n_particles, self.dim, 0.1 * self.tau / beta)
 
     def pair_energy(self, r):
         """v(r)/τ for distances ``r`` (any shape): the energy of one pair at distance r."""
@@ -171,6 +223,15 @@ class LennardJones(AbstractParticleSystem):
             raise ValueError(f"tether must be >= 0, got {self.tether!r}")
         if self.soften is not None:
             check_positive_float("soften", self.soften)
+
+    def reference_trap(self, beta: float) -> CentredTrap:
+        """The Monte Carlo reference's starting point: a :class:`CentredTrap` of about p's size.
+
+        A cluster at nearest-neighbour distance ≈ 2^{1/6}σ has Σ_i |x_i − x̄|² ≈ 0.9 N σ²
+        (LJ13 at β = 1); κ is chosen to give that mean: κ = (N − 1)d / (2β · 0.9 N σ²).
+        """
+        n, d = self.n_particles, self.dim
+        return CentredTrap(n, d, (n - 1) * d / (2.0 * beta * 0.9 * n * self.sigma**2))
 
     def _lj(self, r):
         s6 = (self.sigma / r) ** 6
