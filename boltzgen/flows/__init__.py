@@ -17,6 +17,7 @@ from boltzgen.flows._autoregressive import (
 )
 from boltzgen.flows._base import AbstractSampler, check_batch
 from boltzgen.flows._cnf import CNF
+from boltzgen.flows._com import CentreOfMassSplit
 from boltzgen.flows._equivariant import EquivariantCoupling, EquivariantFlow
 from boltzgen.flows._ordered import OrderedFlow, order_forward, order_inverse, sort_particles
 from boltzgen.flows._realnvp import RealNVP
@@ -30,6 +31,7 @@ __all__ = [
     "EquivariantFlow",
     "EquivariantCoupling",
     "CNF",
+    "CentreOfMassSplit",
     "OrderedFlow",
     "AbstractSpinSampler",
     "MADE",

@@ -8,6 +8,7 @@ from boltzgen._registry import Entry, resolve
 from boltzgen.flows._autoregressive import MADE, PixelCNN, SpinFlipSymmetric
 from boltzgen.flows._base import AbstractSampler
 from boltzgen.flows._cnf import CNF
+from boltzgen.flows._com import CentreOfMassSplit
 from boltzgen.flows._equivariant import EquivariantFlow
 from boltzgen.flows._ordered import OrderedFlow
 from boltzgen.flows._realnvp import RealNVP
@@ -123,7 +124,14 @@ def _build_cnf(system, *, key, **hyper) -> AbstractSampler:
             f"system {system.kind!r} is translation-invariant (Z over all coordinates diverges): "
             "the cnf sampler needs zero_com = true"
         )
-    return CNF(tuple(system.event_shape), key=key, zero_com=zero_com, **hyper)
+    cnf = CNF(tuple(system.event_shape), key=key, zero_com=zero_com, **hyper)
+    if zero_com and not invariant:
+        # Full-space q: the zero-COM flow for the relative coordinates and an exact Gaussian
+        # for the centre of mass (separates exactly in a harmonic trap); initial s = σ/√N, the
+        # spread of the mean of N iid N(0, σ²) positions.
+        n = system.event_shape[0]
+        return CentreOfMassSplit(cnf, com_scale=float(hyper.get("base_scale", 1.0)) / n**0.5)
+    return cnf
 
 
 _NUM = (int, float)
@@ -200,8 +208,10 @@ SAMPLERS: dict[str, SamplerEntry] = {
             "zero_com": (
                 (bool, str),
                 "auto",
-                "work on the zero-centre-of-mass subspace with its (N−1)d-dim Gaussian base; "
-                "'auto' = when the system is translation-invariant (DW4, Lennard-Jones)",
+                "work on the zero-centre-of-mass subspace with its (N−1)d-dim Gaussian base "
+                "(for a system that is not translation-invariant, e.g. the trapped Coulomb gas, "
+                "times an exact Gaussian for the centre of mass); 'auto' = when the system is "
+                "translation-invariant (DW4, Lennard-Jones)",
             ),
         },
         _build_cnf,
