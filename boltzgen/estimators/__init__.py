@@ -2,11 +2,13 @@
 
 Nothing here knows about systems or samplers: callers pass log-weights w = −u(x) − ln q(x)
 (or works) and get :class:`Estimate` objects back. Two-state estimators (BAR, Jarzynski, the
-second-law bounds) and MBAR return ln(Z_B/Z_A) = −Δf; see docs/estimators.md.
+second-law bounds), FEAT path estimators (:func:`feat`, on escorted-Jarzynski path weights) and
+MBAR return ln(Z_B/Z_A) = −Δf; see docs/estimators.md.
 """
 
 from boltzgen.estimators._bar import MIN_TRUSTED_OVERLAP, bar, bar_delta_f
 from boltzgen.estimators._estimate import KINDS, Estimate
+from boltzgen.estimators._feat import FEAT_METHODS, feat
 from boltzgen.estimators._importance import (
     MIN_TRUSTED_ESS,
     bootstrap_log_z_stderr,
@@ -33,6 +35,7 @@ from boltzgen.estimators._work import (
 
 __all__ = [
     "Estimate",
+    "FEAT_METHODS",
     "KINDS",
     "MIN_TRUSTED_ESS",
     "MIN_TRUSTED_OVERLAP",
@@ -40,6 +43,7 @@ __all__ = [
     "bar_delta_f",
     "bootstrap_log_z_stderr",
     "crooks_check",
+    "feat",
     "forward_bound",
     "forward_ess",
     "importance_entropy",

@@ -11,6 +11,10 @@ or SMC along q^{1-λ} p^λ) and :func:`neural_mcmc` (independent MH with proposa
 moves; pure kernels :func:`nmcmc_init` / :func:`nmcmc_step`), both returning a
 :class:`RefineResult`.
 
+Escorted Jarzynski / controlled Crooks paths along a learned transport (FEAT):
+:func:`forward_paths` / :func:`reverse_paths` give the path log-weights A_F, A_R for
+:func:`boltzgen.estimators.feat`.
+
 Monte Carlo baseline without a flow: :func:`coupling_ladder` (BAR / MBAR along a ladder of
 Coulomb couplings from the free trap, HMC in every state), returning a :class:`LadderResult`.
 
@@ -30,6 +34,7 @@ from boltzgen.mcmc._ais import (
     ais_step,
     annealing_schedule,
 )
+from boltzgen.mcmc._escorted import PathResult, forward_paths, reverse_paths, time_grid
 from boltzgen.mcmc._ladder import LadderResult, coupling_ladder
 from boltzgen.mcmc._nmcmc import (
     NMCMCInfo,
@@ -75,6 +80,7 @@ __all__ = [
     "AISResult",
     "AISState",
     "LadderResult",
+    "PathResult",
     "NMCMCInfo",
     "NMCMCState",
     "RefineInfo",
@@ -89,6 +95,9 @@ __all__ = [
     "coulomb_reference",
     "particle_reference",
     "coupling_ladder",
+    "forward_paths",
+    "reverse_paths",
+    "time_grid",
     "integrated_autocorrelation_time",
     "neural_mcmc",
     "nmcmc_init",
