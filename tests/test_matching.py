@@ -239,6 +239,19 @@ def test_kabsch_proper_and_optimal():
     assert np.all(cost <= brute.min(axis=1) + 1e-12)
 
 
+def test_kabsch_three_dimensions():
+    rng = np.random.default_rng(5)
+    q, r = np.linalg.qr(rng.standard_normal((10, 3, 3)))
+    q = q * np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
+    q[:, :, 0] *= np.sign(np.linalg.det(q))[:, None]  # proper rotations
+    x0 = rng.standard_normal((10, 6, 3))
+    x1 = np.einsum("mij,mnj->mni", q, x0)
+    r = kabsch_rotations(x0, x1)
+    assert_allclose(x1 @ np.swapaxes(r, 1, 2), x0, atol=1e-10)
+    r = kabsch_rotations(x0, -x0)  # inversion: improper in 3-D, Kabsch stays proper
+    assert_allclose(np.linalg.det(r), np.ones(10), rtol=1e-12)
+
+
 @pytest.mark.parametrize("rotations", [False, True])
 def test_alignment_is_a_symmetry_copy_and_never_worse(rotations):
     rng = np.random.default_rng(2)
