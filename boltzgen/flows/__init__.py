@@ -19,6 +19,7 @@ from boltzgen.flows._base import AbstractSampler, check_batch
 from boltzgen.flows._cnf import CNF
 from boltzgen.flows._com import CentreOfMassSplit
 from boltzgen.flows._equivariant import EquivariantCoupling, EquivariantFlow
+from boltzgen.flows._interpolant import Interpolant
 from boltzgen.flows._ordered import OrderedFlow, order_forward, order_inverse, sort_particles
 from boltzgen.flows._realnvp import RealNVP
 from boltzgen.flows._registry import SAMPLERS, SamplerEntry, default_sampler_kind, make_sampler
@@ -32,6 +33,7 @@ __all__ = [
     "EquivariantCoupling",
     "CNF",
     "CentreOfMassSplit",
+    "Interpolant",
     "OrderedFlow",
     "AbstractSpinSampler",
     "MADE",
