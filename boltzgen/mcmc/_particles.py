@@ -256,6 +256,8 @@ class ParticleMCMCResult:
             (numpyro's ``effective_sample_size``: Geyer's initial monotone sequence, chains pooled).
         energy_tau: integrated autocorrelation time of the energy in units of records,
             n_kept · n_chains / energy_ess (1 for independent records).
+        energy_rhat: split-R̂ of the energy traces (numpyro's ``split_gelman_rubin``); values
+            well above 1 (say > 1.01) mean the chains have not forgotten their start.
         n_energy_evals: energy+gradient evaluations: n_chains · (1 + L · (n_warmup + n_steps)).
         kernel, n_leapfrog, n_warmup, n_steps, thin, beta, zero_com: the settings used.
         wall_time: seconds of sampling (compilation excluded).
@@ -271,6 +273,7 @@ class ParticleMCMCResult:
     step_size: float
     energy_ess: float
     energy_tau: float
+    energy_rhat: float
     n_energy_evals: int
     kernel: str
     n_leapfrog: int
@@ -310,6 +313,18 @@ def trace_ess(values) -> float:
     if not np.all(np.isfinite(v)) or np.ptp(v) == 0:
         return float("nan")
     return float(effective_sample_size(v.T[:, :, None])[0])
+
+
+def trace_rhat(values) -> float:
+    """Split-R̂ of a scalar trace of shape ``(n_records, n_chains)`` (numpyro)."""
+    from numpyro.diagnostics import split_gelman_rubin
+
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"trace_rhat expects shape (n_records, n_chains), got {v.shape}")
+    if v.shape[0] < 4 or not np.all(np.isfinite(v)) or np.ptp(v) == 0:
+        return float("nan")
+    return float(split_gelman_rubin(v.T[:, :, None])[0])
 
 
 def _check_int(name, value, minimum=1):
@@ -544,6 +559,7 @@ def particle_mcmc(
         step_size=float(eps),
         energy_ess=ess,
         energy_tau=tau,
+        energy_rhat=trace_rhat(energies) if n_kept >= 4 else float("nan"),
         n_energy_evals=int(n_chains * (1 + n_leapfrog * (n_warmup + n_moves))),
         kernel=kernel,
         n_leapfrog=n_leapfrog,
