@@ -13,6 +13,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from boltzgen import estimators as est
+from boltzgen._data import (
+    DATA_OBJECTIVES,
+    check_data_options,
+    feat_estimates,
+    sample_metrics,
+    train_on_data,
+    training_data,
+)
 from boltzgen.results import Result
 from boltzgen.systems import AbstractSystem, CoulombGas
 
@@ -473,6 +481,8 @@ def run(
     reference_options: dict | None = None,
     refine: str = "nmcmc",
     refine_options: dict | None = None,
+    data_options: dict | None = None,
+    matching_options: dict | None = None,
     indistinguishable: bool = False,
     seed: int = 0,
     checkpoint_path: str | None = None,
@@ -501,7 +511,12 @@ def run(
         learning_rate: peak learning rate (warm-up, then cosine decay).
         clip: global gradient-norm clip.
         objective: training objective: ``"auto"`` (``"reinforce"`` for discrete systems,
-            ``"reverse_kl"`` otherwise), ``"reverse_kl"`` or ``"reinforce"``.
+            ``"reverse_kl"`` otherwise), ``"reverse_kl"``, ``"reinforce"``, or — from Monte
+            Carlo samples of p, for a ``"cnf"`` sampler — ``"flow_matching"`` (conditional
+            flow matching) or ``"interpolant"`` (stochastic interpolant: velocity and score,
+            adding the FEAT path estimates ``feat_*``). Data-based runs also report
+            ``forward_bound_data``, ``reverse_importance_data`` and ``bar_data`` from held-out
+            samples, and energy/distance W2 of q's samples in ``observables["samples"]``.
         beta_anneal: fraction of the steps over which β ramps up linearly from 0; ``"auto"``
             = 0.3 for discrete systems (keeps a spin model from freezing into one ordered state
             early), 0 otherwise.
@@ -513,6 +528,11 @@ def run(
         refine: ``"nmcmc"`` (default: neural MCMC, whose equilibrium samples of p give BAR
             between q and p), ``"ais"``, ``"smc"`` or ``"none"`` (see :func:`run_refinement`).
         refine_options: keyword arguments of the refinement method.
+        data_options: the Monte Carlo training data of a data-based objective
+            (:data:`boltzgen._data.DATA_DEFAULTS`: ``n_samples``, ``n_holdout``, ``n_chains``,
+            ``kernel``, ``n_leapfrog``, ``n_warmup``, ``thin``).
+        matching_options: ``pairing``, ``gamma_scale``, ``feat_paths``, ``feat_steps``,
+            ``feat_eps`` (:data:`boltzgen._data.MATCHING_DEFAULTS`).
         indistinguishable: subtract ln N! from every ln Z (identical particles).
         seed: the run's seed; the run is reproducible from it.
         checkpoint_path: training checkpoint file (atomically replaced), or None.
@@ -548,6 +568,13 @@ def run(
     check_refine(refine, refine_options or {}, system)
     if objective == "auto":
         objective = "reinforce" if discrete else "reverse_kl"
+    if objective in DATA_OBJECTIVES:
+        if discrete:
+            raise ValueError(
+                f"train.objective {objective!r} trains a continuous flow from Monte Carlo "
+                f"samples; {system.kind!r} is a discrete spin system"
+            )
+        check_data_options(data_options, matching_options)
     if beta_anneal == "auto":
         beta_anneal = 0.3 if discrete else 0.0
     key = jax.random.key(seed)
@@ -573,22 +600,42 @@ def run(
             "ensemble.betas = [...]), or beta_conditioned = false for one β"
         )
     opt = make_optimizer(learning_rate, steps, clip)
-    state = train(
-        q,
-        system.energy,
-        beta,
-        key=k_train,
-        steps=steps,
-        batch_size=batch_size,
-        optimizer=opt,
-        objective=objective,
-        checkpoint_path=checkpoint_path,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        progress=progress,
-        beta_anneal=float(beta_anneal),
-    )
-    q = state.sampler
+    data, interp = None, None
+    if objective in DATA_OBJECTIVES:
+        k_data = jax.random.fold_in(key, 202)
+        data = training_data(system, beta, key=k_data, progress=progress, **(data_options or {}))
+        timings["data"] = time.perf_counter() - t
+        t = time.perf_counter()
+        q, interp, history = train_on_data(
+            objective,
+            q,
+            system,
+            data["train"],
+            key=k_train,
+            steps=steps,
+            batch_size=batch_size,
+            optimizer=opt,
+            sampler_options=sampler_options or {},
+            matching_options=matching_options,
+            progress=progress,
+        )
+    else:
+        state = train(
+            q,
+            system.energy,
+            beta,
+            key=k_train,
+            steps=steps,
+            batch_size=batch_size,
+            optimizer=opt,
+            objective=objective,
+            checkpoint_path=checkpoint_path,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            progress=progress,
+            beta_anneal=float(beta_anneal),
+        )
+        q, history = state.sampler, state.history
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -598,6 +645,39 @@ def run(
     estimates = estimate_all(samples, seed=seed, n_boot=n_boot)
     samples["weights_normalised"] = est.normalised_weights(samples["log_w"])
     timings["estimate"] = time.perf_counter() - t
+    observables = {}
+    if data is not None:
+        cost = dict(
+            n_energy_evals_data=float(data["n_energy_evals"]), wall_time_data=data["wall_time"]
+        )
+        if len(data["holdout"]):
+            names = {m: f"{m}_data" for m in ("forward_bound", "reverse_importance", "bar")}
+            derived = _p_sample_estimates(
+                q, system, beta, data["holdout"], q_log_w=samples["log_w"], names=names
+            )
+            for e in derived.values():
+                e.extra.update(cost)
+            estimates.update(derived)
+            observables["samples"] = sample_metrics(
+                samples["x"],
+                samples["energy"],
+                data["holdout"],
+                data["holdout_energy"],
+                log_w=samples["log_w"],
+            )
+        if interp is not None:
+            t = time.perf_counter()
+            estimates.update(
+                feat_estimates(
+                    interp,
+                    system,
+                    beta,
+                    data["holdout"],
+                    key=jax.random.fold_in(key, 303),
+                    matching_options=matching_options,
+                )
+            )
+            timings["feat"] = time.perf_counter() - t
 
     refined = {}
     if refine != "none":
@@ -630,7 +710,6 @@ def run(
     if reference != "none":
         timings["reference"] = time.perf_counter() - t
 
-    observables = {}
     if discrete:
         n_spins = system.n_spins
         observables["importance"] = spin_observables(
@@ -661,7 +740,7 @@ def run(
         estimates=estimates,
         reference=ref_est,
         exact_log_z=exact,
-        train_history={k: np.asarray(v) for k, v in state.history.items()},
+        train_history={k: np.asarray(v) for k, v in history.items()},
         samples=samples,
         refined=refined,
         observables=observables,

@@ -1,0 +1,313 @@
+r"""Data-based training inside :func:`boltzgen.run`: MC samples of p, matching, FEAT, W2.
+
+Flow matching or a stochastic interpolant, FEAT path estimates and sample-quality metrics.
+
+The pipeline of DESIGN.md with its data branch: Monte Carlo samples of p (``mcmc/``) train the
+sampler (``train/``: conditional flow matching of a CNF, or the velocity and score of a
+stochastic interpolant); a held-out part of the same samples gives the estimates that need
+samples of p (lower bound E_p[u + ln q], reverse importance sampling, BAR between q and p) and
+the reverse FEAT paths; the trained interpolant gives the forward FEAT paths from its Gaussian
+source. Every number carries its cost (energy evaluations, wall time).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import numpy as np
+
+from boltzgen import estimators as est
+
+#: Objectives of :func:`boltzgen.run` that train from Monte Carlo samples of p.
+DATA_OBJECTIVES = ("flow_matching", "interpolant")
+
+#: Keys of ``data_options`` (the ``[data]`` spec section) with their defaults.
+DATA_DEFAULTS = {
+    "n_samples": 8192,  # training samples of p
+    "n_holdout": 4096,  # held-out samples of p (lower bound, reverse IS, BAR, reverse FEAT)
+    "n_chains": 256,
+    "kernel": "hmc",
+    "n_leapfrog": 10,
+    "n_warmup": 500,
+    "thin": 10,
+}
+
+#: Keys of ``matching_options`` with their defaults.
+MATCHING_DEFAULTS = {
+    "pairing": "auto",  # aligned (particles, with rotations) | ot | independent | equivariant_ot
+    "gamma_scale": 1.0,  # interpolant: γ_t = √(a t(1 − t))
+    "feat_paths": 4096,  # forward (and at most as many reverse) escorted paths
+    "feat_steps": 100,  # Euler–Maruyama steps per path
+    "feat_eps": 1.0,  # ε(t) = ε₀ γ(t)²
+}
+
+
+def _options(given: dict | None, defaults: dict, what: str) -> dict:
+    given = dict(given or {})
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(
+            f"unknown {what} option {sorted(unknown)[0]!r}; valid: {', '.join(defaults)}"
+        )
+    return {**defaults, **given}
+
+
+def check_data_options(data_options: dict | None, matching_options: dict | None) -> None:
+    """Raise ValueError naming the first unknown or bad key of the two option dicts."""
+    d = _options(data_options, DATA_DEFAULTS, "data")
+    m = _options(matching_options, MATCHING_DEFAULTS, "matching")
+    for k in ("n_samples", "n_chains", "n_leapfrog", "thin", "feat_paths", "feat_steps"):
+        v = d.get(k, m.get(k))
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{k} must be a positive integer, got {v!r}")
+    for k in ("n_holdout", "n_warmup"):
+        if isinstance(d[k], bool) or not isinstance(d[k], int) or d[k] < 0:
+            raise ValueError(f"{k} must be an integer >= 0, got {d[k]!r}")
+    if d["kernel"] not in ("hmc", "mala"):
+        raise ValueError(f"data kernel must be 'hmc' or 'mala', got {d['kernel']!r}")
+    from boltzgen.train import PAIRINGS
+
+    if m["pairing"] not in ("auto", *PAIRINGS):
+        raise ValueError(f"unknown pairing {m['pairing']!r}; valid: auto, {', '.join(PAIRINGS)}")
+    for k in ("gamma_scale", "feat_eps"):
+        v = m[k]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
+            raise ValueError(f"{k} must be a number >= 0, got {v!r}")
+    if not m["gamma_scale"] > 0:
+        raise ValueError("gamma_scale must be > 0 (the interpolant learns a score)")
+
+
+def training_data(system, beta: float, *, key, progress: bool = True, **options) -> dict:
+    r"""Equilibrium samples of p by tuned HMC/MALA chains, split into training and held-out sets.
+
+    ``n_chains`` chains (zero centre of mass for translation-invariant systems) adapt their step
+    size for ``n_warmup`` moves, then record every ``thin``-th state until n_samples + n_holdout
+    states are recorded; the records are shuffled (chains and times mixed) and split.
+
+    Returns:
+        dict with ``train`` and ``holdout`` arrays (n, *event_shape) and their energies,
+        ``n_energy_evals``, ``wall_time``, ``acceptance``, ``step_size``, ``energy_ess``,
+        ``energy_rhat``.
+    """
+    from boltzgen.mcmc._particles import particle_mcmc
+
+    o = _options(options, DATA_DEFAULTS, "data")
+    n_total = o["n_samples"] + o["n_holdout"]
+    per_chain = math.ceil(n_total / o["n_chains"])
+    k_run, k_perm = jax.random.split(key)
+    res = particle_mcmc(
+        system,
+        beta,
+        key=k_run,
+        n_chains=o["n_chains"],
+        n_steps=per_chain * o["thin"],
+        kernel=o["kernel"],
+        n_leapfrog=o["n_leapfrog"] if o["kernel"] == "hmc" else None,
+        n_warmup=o["n_warmup"],
+        thin=o["thin"],
+        progress="mcmc data" if progress else False,
+    )
+    shape = tuple(system.event_shape)
+    x = np.asarray(res.flat_samples).reshape(-1, *shape)
+    e = np.asarray(res.flat_energies)
+    perm = np.asarray(jax.random.permutation(k_perm, x.shape[0]))[:n_total]
+    x, e = x[perm], e[perm]
+    n = o["n_samples"]
+    return dict(
+        train=x[:n],
+        train_energy=e[:n],
+        holdout=x[n:],
+        holdout_energy=e[n:],
+        n_energy_evals=int(res.n_energy_evals),
+        wall_time=float(res.wall_time),
+        acceptance=float(res.acceptance),
+        step_size=float(res.step_size),
+        energy_ess=float(res.energy_ess),
+        energy_rhat=float(res.energy_rhat),
+    )
+
+
+def default_pairing(system) -> tuple[str, bool]:
+    """The default (pairing, rotations) of flow matching for ``system``.
+
+    Particle relabelling + rotation alignment for rotation-invariant particles in d ≥ 2,
+    relabelling only in d = 1, mini-batch OT otherwise.
+    """
+    shape = tuple(system.event_shape)
+    if len(shape) == 2 and getattr(system, "permutation_symmetric", False):
+        return "aligned", shape[1] >= 2
+    return "ot", False
+
+
+def train_on_data(
+    objective: str,
+    sampler,
+    system,
+    data: np.ndarray,
+    *,
+    key,
+    steps: int,
+    batch_size: int,
+    optimizer,
+    sampler_options: dict,
+    matching_options: dict | None,
+    progress: bool,
+):
+    """Train from samples of p; return (sampler q with exact log q, interpolant or None, history).
+
+    ``"flow_matching"``: the CNF (or the zero-COM CNF inside a
+    :class:`~boltzgen.flows.CentreOfMassSplit`, whose centre-of-mass scale is then set to its
+    maximum-likelihood value on the data) is fitted by conditional flow matching.
+    ``"interpolant"``: an :class:`~boltzgen.flows.Interpolant` with the CNF's width, depth, base
+    scale and zero-COM setting learns a velocity and a denoiser; q is its probability-flow ODE.
+    """
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from boltzgen.flows import CNF, CentreOfMassSplit, Interpolant
+    from boltzgen.train import train_matching
+
+    m = _options(matching_options, MATCHING_DEFAULTS, "matching")
+    pairing, rotations = default_pairing(system)
+    if m["pairing"] != "auto":
+        pairing = m["pairing"]
+    split = isinstance(sampler, CentreOfMassSplit)
+    inner = sampler.inner if split else sampler
+    if not isinstance(inner, CNF):
+        raise ValueError(
+            f"train.objective {objective!r} trains a continuous flow: use sampler.kind = 'cnf', "
+            f"got {type(sampler).__name__}"
+        )
+    if split:  # the exact Gaussian of the centre of mass: its MLE scale from the data
+        com = data.mean(axis=-2)
+        s = math.sqrt(float(np.mean(com**2)))
+        sampler = eqx.tree_at(lambda q: q.log_com_scale, sampler, jnp.log(jnp.float32(s)))
+        data = data - com[:, None, :]
+    common = dict(
+        key=key,
+        steps=steps,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        pairing=pairing,
+        rotations=rotations,
+        progress=progress,
+    )
+    if objective == "flow_matching":
+        state = train_matching(inner, data, **common)
+        q = eqx.tree_at(lambda q: q.inner, sampler, state.model) if split else state.model
+        return q, None, state.history
+    if split:
+        raise ValueError(
+            "train.objective 'interpolant' works in the full space or with a "
+            "translation-invariant system; set sampler.zero_com = false"
+        )
+    interp = Interpolant(
+        inner.event_shape,
+        key=jax.random.fold_in(key, 1),
+        hidden=int(sampler_options.get("hidden", 64)),
+        depth=int(sampler_options.get("depth", 2)),
+        gamma_scale=float(m["gamma_scale"]),
+        base_scale=float(jnp.exp(inner.log_scale)),
+        zero_com=inner.zero_com,
+    )
+    state = train_matching(interp, data, **common)
+    interp = state.model
+    return interp.as_cnf(n_steps=inner.n_steps, solver=inner.solver), interp, state.history
+
+
+def feat_estimates(
+    interp, system, beta: float, holdout: np.ndarray, *, key, matching_options: dict | None
+) -> dict[str, est.Estimate]:
+    r"""FEAT estimates of ln Z from escorted paths along a trained Gaussian → p interpolant.
+
+    Forward paths start at exact draws of the normalised Gaussian source (ln Z_a = 0) and end
+    at p; reverse paths start at held-out samples of p. ε(t) = ε₀ γ(t)², so ε s = −ε₀ γ η is
+    finite at both ends. The weights are exact for the learned fields and any step count; the
+    estimates are ``feat_forward``, ``feat_reverse``, ``feat_bar`` and the bounds
+    ``feat_upper_bound`` (mean A_F, an upper bound on βF) and ``feat_lower_bound``.
+    """
+    from boltzgen.mcmc import forward_paths, reverse_paths
+
+    m = _options(matching_options, MATCHING_DEFAULTS, "matching")
+    n_f = int(m["feat_paths"])
+    n_r = min(n_f, int(holdout.shape[0]))
+    k_base, k_f, k_r = jax.random.split(key, 3)
+    x0 = interp.sample_base(n_f, key=k_base)
+    eps = interp.eps_schedule(float(m["feat_eps"]))
+
+    def log_a(x):
+        return interp.base_log_prob(x)
+
+    def log_b(x):
+        return -beta * system.energy(x)
+
+    common = dict(
+        log_density_a=log_a,
+        log_density_b=log_b,
+        n_steps=int(m["feat_steps"]),
+        eps=eps,
+        zero_com=interp.zero_com,
+    )
+    t = time.perf_counter()
+    fwd = forward_paths(interp.velocity, interp.score, x0, key=k_f, **common)
+    out_r = None
+    if n_r > 0:
+        x1 = jax.numpy.asarray(holdout[:n_r], dtype=x0.dtype)
+        out_r = reverse_paths(interp.velocity, interp.score, x1, key=k_r, **common)
+    wall = time.perf_counter() - t
+    estimates = est.feat(
+        np.asarray(fwd.log_w, np.float64),
+        None if out_r is None else np.asarray(out_r.log_w, np.float64),
+    )
+    cost = dict(
+        n_paths_forward=n_f,
+        n_paths_reverse=n_r,
+        n_steps=int(m["feat_steps"]),
+        eps0=float(m["feat_eps"]),
+        wall_time=wall,
+    )
+    for e in estimates.values():
+        e.extra.update(cost)
+    return estimates
+
+
+def sample_metrics(q_x, q_energy, p_x, p_energy, log_w=None) -> dict[str, tuple[float, float]]:
+    """Energy-W2 and interatomic-distance-W2 of q's samples against held-out samples of p.
+
+    Returns ``{"energy_w2": (value, nan), "distance_w2": ..., and with ``log_w`` the same for
+    the importance-reweighted samples ("energy_w2_reweighted", ...)}`` (no standard errors).
+    """
+    from boltzgen.estimators._metrics import distance_w2, energy_w2
+
+    finite = np.isfinite(q_energy)
+    out = {
+        "energy_w2": (energy_w2(q_energy[finite], p_energy), math.nan),
+        "distance_w2": (distance_w2(q_x[finite], p_x), math.nan),
+    }
+    if log_w is not None:
+        w = np.asarray(est.normalised_weights(np.asarray(log_w, np.float64)))
+        ok = finite & np.isfinite(w)
+        out["energy_w2_reweighted"] = (
+            energy_w2(q_energy[ok], p_energy, weights_a=w[ok] / w[ok].sum()),
+            math.nan,
+        )
+        out["distance_w2_reweighted"] = (
+            distance_w2(q_x[ok], p_x, weights_a=w[ok] / w[ok].sum()),
+            math.nan,
+        )
+    return out
+
+
+__all__ = [
+    "DATA_DEFAULTS",
+    "DATA_OBJECTIVES",
+    "MATCHING_DEFAULTS",
+    "check_data_options",
+    "default_pairing",
+    "feat_estimates",
+    "sample_metrics",
+    "train_on_data",
+    "training_data",
+]
