@@ -12,8 +12,10 @@ import pytest
 from conftest import assert_allclose
 
 from boltzgen.flows import CNF, make_sampler
-from boltzgen.flows._cnf import MLPField, ParticleField, divergence
+from boltzgen.flows._cnf import MLPField, ParticleField, RadialBasisField, divergence
 from boltzgen.systems import CoulombGas, Ising
+
+PARTICLE = (ParticleField, RadialBasisField)
 
 SMALL = dict(hidden=8, depth=1)
 
@@ -39,7 +41,14 @@ FLAT = (2,)
 
 
 def make(shape, *, seed=0, **kw):
+    """A small CNF; particle shapes get the per-pair MLP field unless ``field`` is given."""
+    kw = {"field": "mlp"} | kw if len(shape) == 2 else kw
     return CNF(shape, key=jax.random.key(seed), n_steps=N_STEPS, **(SMALL | kw))
+
+
+#: Random-weight scale per particle field giving a clearly non-trivial but non-stiff flow (the
+#: "rbf" field sums K = 32 basis functions, so its weights must be smaller).
+SCALE = {"mlp": 0.5, "rbf": 0.03}
 
 
 @eqx.filter_jit
@@ -69,7 +78,7 @@ def gaussian_log_prob(x, sigma):
 @pytest.mark.parametrize("shape", [PARTICLES, FLAT])
 def test_identity_at_initialisation(shape):
     cnf = make(shape, base_scale=0.7)
-    assert isinstance(cnf.field, ParticleField if len(shape) == 2 else MLPField)
+    assert isinstance(cnf.field, PARTICLE if len(shape) == 2 else MLPField)
     x, log_q = _sample(cnf, jax.random.key(1))
     base = gaussian_log_prob(x, 0.7)
     assert_allclose(log_q, base, rtol=1e-6, atol=1e-5)
@@ -79,9 +88,10 @@ def test_identity_at_initialisation(shape):
     assert_allclose(ell_inv, np.zeros(BATCH), atol=0.0)
 
 
-@pytest.mark.parametrize("shape", [PARTICLES, FLAT])
-def test_round_trip_and_log_prob_of_samples(shape):
-    cnf = randomise(make(shape), seed=3)
+@pytest.mark.parametrize(("shape", "field"), [(PARTICLES, "mlp"), (PARTICLES, "rbf"), (FLAT, None)])
+def test_round_trip_and_log_prob_of_samples(shape, field):
+    kw = {} if field is None else {"field": field}
+    cnf = randomise(make(shape, **kw), seed=3, scale=SCALE.get(field, 0.5))
     x, log_q = _sample(cnf, jax.random.key(1))
     assert x.shape == (BATCH, *shape) and x.dtype == jnp.float32
     assert np.all(np.isfinite(np.asarray(log_q)))
@@ -93,9 +103,9 @@ def test_round_trip_and_log_prob_of_samples(shape):
     assert_allclose(ell_fwd, -ell_inv, rtol=0.0, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(4, 2), (3,)])
-def test_exact_divergence_matches_jacobian_trace(shape):
-    cnf = randomise(make(shape), seed=5)
+@pytest.mark.parametrize(("shape", "field"), [((4, 2), "rbf"), ((4, 2), "mlp"), ((3,), "rbf")])
+def test_exact_divergence_matches_jacobian_trace(shape, field):
+    cnf = randomise(make(shape, field=field), seed=5)
     kx, kt = jax.random.split(jax.random.key(2))
     xs = jax.random.normal(kx, (6, *shape))
     ts = jax.random.uniform(kt, (6,))
@@ -111,11 +121,12 @@ def test_exact_divergence_matches_jacobian_trace(shape):
     assert_allclose(div_jvp, tr, rtol=1e-5, atol=1e-5)  # the generic one-hot JVP trace
 
 
-@pytest.mark.parametrize("shape", [FLAT, (2, 1)])
-def test_normalised_on_2d_grid(shape):
+@pytest.mark.parametrize(("shape", "field"), [(FLAT, None), ((2, 1), "mlp"), ((2, 1), "rbf")])
+def test_normalised_on_2d_grid(shape, field):
     """Σ q ΔxΔy = 1 for a random field: MLP field on R², particle field for 2 particles in 1-D."""
-    cnf = randomise(make(shape), seed=7)
-    assert isinstance(cnf.field, MLPField if len(shape) == 1 else ParticleField)
+    kw = {} if field is None else {"field": field}
+    cnf = randomise(make(shape, **kw), seed=7, scale=SCALE.get(field, 0.5))
+    assert isinstance(cnf.field, MLPField if len(shape) == 1 else PARTICLE)
     g = jnp.linspace(-8.0, 8.0, 161)
     xx, yy = jnp.meshgrid(g, g, indexing="ij")
     pts = jnp.stack([xx.ravel(), yy.ravel()], axis=-1).reshape(-1, *shape)
@@ -124,8 +135,9 @@ def test_normalised_on_2d_grid(shape):
     assert abs(mass - 1.0) < 5e-3, mass
 
 
-def test_particle_field_permutation_and_rotation():
-    cnf = randomise(make(PARTICLES), seed=11)
+@pytest.mark.parametrize("field", ["mlp", "rbf"])
+def test_particle_field_permutation_and_rotation(field):
+    cnf = randomise(make(PARTICLES, field=field), seed=11, scale=SCALE[field])
     x, log_q = _sample(cnf, jax.random.key(4))
     z, ell, _, _ = _inverse_then_forward(cnf, x)
     perm = jnp.array([2, 0, 1])
@@ -155,7 +167,7 @@ def test_gradient_and_tsit5():
 
 def test_registry_builds_cnf_and_refuses_spins():
     q = make_sampler("cnf", CoulombGas(3, 2), key=jax.random.key(0), hidden=8, depth=1, n_steps=4)
-    assert isinstance(q, CNF) and isinstance(q.field, ParticleField)
+    assert isinstance(q, CNF) and isinstance(q.field, RadialBasisField)
     assert q.event_shape == (3, 2)
     with pytest.raises(ValueError, match="discrete"):
         make_sampler("cnf", Ising(3), key=jax.random.key(0))
@@ -173,9 +185,10 @@ def subspace_basis(n: int, d: int) -> np.ndarray:
     return np.kron(b, np.eye(d))  # row (i, a) ↔ particle i, coordinate a
 
 
-def test_zero_com_divergence_is_the_subspace_trace():
+@pytest.mark.parametrize("field", ["rbf", "mlp"])
+def test_zero_com_divergence_is_the_subspace_trace(field):
     shape = (4, 2)
-    cnf = randomise(make(shape, zero_com=True), seed=17)
+    cnf = randomise(make(shape, zero_com=True, field=field), seed=17)
     basis = jnp.asarray(subspace_basis(*shape), dtype=jnp.float32)
     kx, kt = jax.random.split(jax.random.key(3))
     xs = cnf.project(jax.random.normal(kx, (6, *shape)))

@@ -144,21 +144,15 @@ class ParticleField(eqx.Module):
 
             return jax.jvp(f, (r2,), (jnp.ones_like(r2),))
 
-        y = _centre(x) if self.zero_com else x
-        xi, dxi = jax.vmap(lambda r2: scalar(self.xi, r2))(jnp.sum(y * y, axis=-1))  # (N,)
-        diff = x[:, None, :] - x[None, :, :]  # (N, N, d)
-        r2 = jnp.sum(diff * diff, axis=-1)  # (N, N); r² = 0 on the diagonal, no norm taken
+        y, r2_self, diff, r2 = _pair_geometry(x, self.zero_com)  # r² = 0 on the diagonal
+        xi, dxi = jax.vmap(lambda r2: scalar(self.xi, r2))(r2_self)  # (N,)
         eta, deta = jax.vmap(jax.vmap(lambda r2: scalar(self.eta, r2)))(r2)  # (N, N)
         off = 1.0 - jnp.eye(n, dtype=x.dtype)
         return y, xi, dxi, eta * off, deta * off, diff, r2
 
     def __call__(self, t, x: Float[Array, "n d"]) -> Float[Array, "n d"]:
         """V(x, t) on ONE configuration of shape (N, d)."""
-        y, xi, _, eta, _, diff, _ = self._coefficients(t, x)
-        one_body = y * xi[:, None]
-        if self.zero_com:
-            one_body = _centre(one_body)
-        return one_body + jnp.sum(eta[:, :, None] * diff, axis=1)
+        return _pairwise_value(self._coefficients(t, x), self.zero_com)
 
     def divergence(self, t, x: Float[Array, "n d"]) -> Float[Array, ""]:
         r"""Exact tr(∂v/∂x) in closed form (one pass instead of N·d JVPs).
@@ -173,13 +167,128 @@ class ParticleField(eqx.Module):
         one-body term's Jacobian is P J_g P with J_g block-diagonal, and tr(J_g P) =
         Σ_i tr J_g,ii − (1/N) Σ_ij tr J_g,ij = (1 − 1/N) Σ_i tr J_g,ii.
         """
-        n, d = x.shape
-        y, xi, dxi, eta, deta, _, r2 = self._coefficients(t, x)
-        r2_self = jnp.sum(y * y, axis=-1)
-        one_body = jnp.sum(d * xi + 2.0 * dxi * r2_self)
-        if self.zero_com:
-            one_body = (1.0 - 1.0 / n) * one_body
-        return one_body + jnp.sum(d * eta + 2.0 * deta * r2)
+        return _pairwise_trace(self._coefficients(t, x), self.zero_com)
+
+
+def _pair_geometry(x, zero_com: bool):
+    """Centred positions y (or x), |y_i|², pair differences x_i − x_j and r²_ij (diagonal 0)."""
+    y = _centre(x) if zero_com else x
+    diff = x[:, None, :] - x[None, :, :]  # (N, N, d)
+    return y, jnp.sum(y * y, axis=-1), diff, jnp.sum(diff * diff, axis=-1)
+
+
+def _pairwise_value(coefficients, zero_com: bool):
+    """V_i = P[y_i ξ_i] + Σ_j η_ij (x_i − x_j) from ``_coefficients``' output."""
+    y, xi, _, eta, _, diff, _ = coefficients
+    one_body = y * xi[:, None]
+    if zero_com:
+        one_body = _centre(one_body)
+    return one_body + jnp.sum(eta[:, :, None] * diff, axis=1)
+
+
+def _pairwise_trace(coefficients, zero_com: bool):
+    """Closed-form tr(∂v/∂x) of the pairwise field (see :meth:`ParticleField.divergence`)."""
+    y, xi, dxi, eta, deta, _, r2 = coefficients
+    n, d = y.shape
+    one_body = jnp.sum(d * xi + 2.0 * dxi * jnp.sum(y * y, axis=-1))
+    if zero_com:
+        one_body = (1.0 - 1.0 / n) * one_body
+    return one_body + jnp.sum(d * eta + 2.0 * deta * r2)
+
+
+def _time_features(t, dtype):
+    """[t, cos(kπt), sin(kπt)] for k = 1..4: a smooth embedding of t ∈ [0, 1]."""
+    t = jnp.asarray(t, dtype=dtype)
+    k = jnp.arange(1, 5, dtype=dtype) * jnp.pi
+    return jnp.concatenate([t[None], jnp.cos(k * t), jnp.sin(k * t)])
+
+
+class RadialBasisField(eqx.Module):
+    r"""The pairwise equivariant field of :class:`ParticleField` with radial-basis scalars.
+
+        v_i = x_i ξ(|x_i|², t) + Σ_{j≠i} η(r²_ij, t)(x_i − x_j),
+        ξ = Σ_k a_k(t) φ_k(s),  η = Σ_k c_k(t) φ_k(s),  s = √(r² + δ²),
+        φ_k(s) = exp(−(s − μ_k)²/(2w²)),  μ_k = k·r_max/(K − 1),  w = δ = r_max/(K − 1),
+
+    with the 2K coefficients (a, c) from ONE small MLP of t (Fourier features of t), evaluated
+    once per configuration and time instead of once per pair: the N² pair terms cost K
+    exponentials each, so the field is ~100× cheaper than per-pair MLPs at LJ55 and the exact
+    closed-form divergence (same formula) stays affordable. s is smooth at r = 0 (dφ/dr² is
+    finite), the φ_k are bounded, and η → 0 beyond r_max, so |v| grows at most linearly.
+    Same symmetries and zero-COM handling as :class:`ParticleField`; v ≡ 0 at initialisation.
+
+    Args:
+        key: PRNG key.
+        hidden: width of the time MLP.
+        depth: hidden layers of the time MLP.
+        n_rbf: K, number of radial basis functions.
+        r_max: largest centre μ_{K−1} (in the system's length units; distances beyond it see
+            only the tails).
+        zero_com: act on the zero-centre-of-mass subspace (see :class:`ParticleField`).
+    """
+
+    coeff: eqx.nn.MLP
+    n_rbf: int = eqx.field(static=True)
+    r_max: float = eqx.field(static=True)
+    zero_com: bool = eqx.field(static=True)
+
+    def __init__(
+        self, *, key, hidden, depth, n_rbf: int = 32, r_max: float = 8.0, zero_com: bool = False
+    ):
+        if n_rbf < 2:
+            raise ValueError(f"n_rbf must be >= 2, got {n_rbf}")
+        if not r_max > 0:
+            raise ValueError(f"r_max must be > 0, got {r_max}")
+        self.coeff = zero_last_mlp(9, 2 * n_rbf, hidden, depth, key=key)
+        self.n_rbf = int(n_rbf)
+        self.r_max = float(r_max)
+        self.zero_com = bool(zero_com)
+
+    def _basis(self, r2):
+        """(φ_k(s), dφ_k/d(r²)) for squared distances r2 (any shape) → (..., K)."""
+        width = self.r_max / (self.n_rbf - 1)
+        mu = jnp.linspace(0.0, self.r_max, self.n_rbf, dtype=r2.dtype).reshape(
+            (1,) * r2.ndim + (self.n_rbf,)
+        )
+        s = jnp.sqrt(r2 + width * width)[..., None]
+        z = (s - mu) / width
+        phi = jnp.exp(-0.5 * z * z)
+        return phi, phi * (-z / width) / (2.0 * s)
+
+    def _coefficients(self, t, x):
+        """ξ_i, η_ij, their derivatives in r² (η diagonal masked), pair differences, r²_ij."""
+        n = x.shape[0]
+        y, r2_self, diff, r2 = _pair_geometry(x, self.zero_com)
+        c = self.coeff(_time_features(t, x.dtype))
+        a, b = c[: self.n_rbf], c[self.n_rbf :]
+        phi, dphi = self._basis(r2_self)
+        xi, dxi = phi @ a, dphi @ a
+        phi, dphi = self._basis(r2)
+        off = 1.0 - jnp.eye(n, dtype=x.dtype)
+        return y, xi, dxi, (phi @ b) * off, (dphi @ b) * off, diff, r2
+
+    def __call__(self, t, x: Float[Array, "n d"]) -> Float[Array, "n d"]:
+        """V(x, t) on ONE configuration of shape (N, d)."""
+        return _pairwise_value(self._coefficients(t, x), self.zero_com)
+
+    def divergence(self, t, x: Float[Array, "n d"]) -> Float[Array, ""]:
+        """Exact tr(∂v/∂x), the closed form of :meth:`ParticleField.divergence`."""
+        return _pairwise_trace(self._coefficients(t, x), self.zero_com)
+
+
+#: Particle vector fields by name (``CNF(..., field=...)``).
+PARTICLE_FIELDS = ("rbf", "mlp")
+
+
+def particle_field(kind: str, *, key, hidden, depth, zero_com=False, n_rbf=32, r_max=8.0):
+    """Build a particle field: ``"rbf"`` (:class:`RadialBasisField`) or ``"mlp"``."""
+    if kind == "rbf":
+        return RadialBasisField(
+            key=key, hidden=hidden, depth=depth, n_rbf=n_rbf, r_max=r_max, zero_com=zero_com
+        )
+    if kind == "mlp":
+        return ParticleField(key=key, hidden=hidden, depth=depth, zero_com=zero_com)
+    raise ValueError(f"unknown particle field {kind!r}; valid: {', '.join(PARTICLE_FIELDS)}")
 
 
 def divergence(field: Callable, t, x: Float[Array, "..."]) -> Float[Array, ""]:
@@ -213,9 +322,12 @@ class CNF(AbstractSampler):
     exact density of the discretised-in-time flow only up to the solver error (O(h⁴) for RK4),
     so forward and backward log q agree to that accuracy.
 
-    For event shape (N, d) with N > 1 the field is :class:`ParticleField` (permutation- and
-    rotation-equivariant, so q is permutation- and rotation-invariant); otherwise
-    :class:`MLPField`. Both start at v ≡ 0 (q = base).
+    For event shape (N, d) with N > 1 the field is a pairwise equivariant field
+    (permutation- and rotation-equivariant, so q is permutation- and rotation-invariant):
+    :class:`RadialBasisField` (``field="rbf"``, the default: radial basis functions of the
+    distances with time-dependent coefficients) or :class:`ParticleField` (``field="mlp"``:
+    per-pair MLPs, ~100× slower at LJ55); otherwise :class:`MLPField`. All start at v ≡ 0
+    (q = base).
 
     Zero centre of mass (``zero_com=True``, particles only): for translation-invariant systems
     (DW4, Lennard-Jones clusters) Z over all coordinates diverges and q lives on the
@@ -239,9 +351,12 @@ class CNF(AbstractSampler):
         solver: one of :data:`SOLVERS` ("rk4", "tsit5", "dopri5", "heun", "midpoint", "euler").
         base_scale: σ of the isotropic Gaussian base.
         zero_com: work on the zero-centre-of-mass subspace (event shape (N, d), N > 1).
+        field: particle field, ``"rbf"`` or ``"mlp"`` (see above).
+        n_rbf: radial basis functions of the ``"rbf"`` field.
+        r_max: largest radial-basis centre of the ``"rbf"`` field (length units).
     """
 
-    field: MLPField | ParticleField
+    field: MLPField | ParticleField | RadialBasisField
     log_scale: Float[Array, ""]
     shape: tuple[int, ...] = eqx.field(static=True)
     n_steps: int = eqx.field(static=True)
@@ -259,6 +374,9 @@ class CNF(AbstractSampler):
         solver: str = "rk4",
         base_scale: float = 1.0,
         zero_com: bool = False,
+        field: str = "rbf",
+        n_rbf: int = 32,
+        r_max: float = 8.0,
     ):
         shape = tuple(int(s) for s in event_shape)
         particles = len(shape) == 2 and shape[0] > 1
@@ -273,7 +391,15 @@ class CNF(AbstractSampler):
         if not base_scale > 0:
             raise ValueError(f"CNF base_scale must be > 0, got {base_scale}")
         if particles:
-            self.field = ParticleField(key=key, hidden=hidden, depth=depth, zero_com=zero_com)
+            self.field = particle_field(
+                field,
+                key=key,
+                hidden=hidden,
+                depth=depth,
+                zero_com=zero_com,
+                n_rbf=n_rbf,
+                r_max=r_max,
+            )
         else:
             self.field = MLPField(shape, key=key, hidden=hidden, depth=depth)
         self.log_scale = jnp.asarray(math.log(base_scale), dtype=jnp.float32)
@@ -362,4 +488,14 @@ class CNF(AbstractSampler):
         return jax.vmap(self.base_log_prob)(z) + ell
 
 
-__all__ = ["CNF", "MLPField", "ParticleField", "RK4", "SOLVERS", "divergence"]
+__all__ = [
+    "CNF",
+    "MLPField",
+    "PARTICLE_FIELDS",
+    "ParticleField",
+    "RK4",
+    "RadialBasisField",
+    "SOLVERS",
+    "divergence",
+    "particle_field",
+]

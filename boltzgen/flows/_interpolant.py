@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from boltzgen.flows._cnf import CNF, MLPField, ParticleField
+from boltzgen.flows._cnf import CNF, MLPField, ParticleField, RadialBasisField, particle_field
 from boltzgen.flows._nn import LOG_2PI, param_dtype
 
 SOURCES = ("gaussian", "data")
@@ -69,10 +69,13 @@ class Interpolant(eqx.Module):
         base_scale: σ of the Gaussian source (fixed, not trained).
         zero_com: work on the zero-centre-of-mass subspace (event shape (N, d), N > 1).
         score_t_min: the clip t_min of :meth:`score` (0 < t_min < ½).
+        field: particle field kind, ``"rbf"`` or ``"mlp"`` (see :class:`CNF`).
+        n_rbf: radial basis functions of the ``"rbf"`` field.
+        r_max: largest radial-basis centre of the ``"rbf"`` field.
     """
 
-    b: MLPField | ParticleField
-    eta: MLPField | ParticleField
+    b: MLPField | ParticleField | RadialBasisField
+    eta: MLPField | ParticleField | RadialBasisField
     shape: tuple[int, ...] = eqx.field(static=True)
     gamma_scale: float = eqx.field(static=True)
     source: str = eqx.field(static=True)
@@ -92,6 +95,9 @@ class Interpolant(eqx.Module):
         base_scale: float = 1.0,
         zero_com: bool = False,
         score_t_min: float = 1e-3,
+        field: str = "rbf",
+        n_rbf: int = 32,
+        r_max: float = 8.0,
     ):
         shape = tuple(int(s) for s in event_shape)
         particles = len(shape) == 2 and shape[0] > 1
@@ -109,8 +115,9 @@ class Interpolant(eqx.Module):
             raise ValueError(f"score_t_min must be in (0, 0.5), got {score_t_min}")
         kb, ke = jax.random.split(key)
         if particles:
-            self.b = ParticleField(key=kb, hidden=hidden, depth=depth, zero_com=zero_com)
-            self.eta = ParticleField(key=ke, hidden=hidden, depth=depth, zero_com=zero_com)
+            kw = dict(hidden=hidden, depth=depth, zero_com=zero_com, n_rbf=n_rbf, r_max=r_max)
+            self.b = particle_field(field, key=kb, **kw)
+            self.eta = particle_field(field, key=ke, **kw)
         else:
             self.b = MLPField(shape, key=kb, hidden=hidden, depth=depth)
             self.eta = MLPField(shape, key=ke, hidden=hidden, depth=depth)

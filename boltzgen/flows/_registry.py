@@ -204,6 +204,14 @@ SAMPLERS: dict[str, SamplerEntry] = {
             "hidden": (int, 64, "width of the vector-field MLPs"),
             "depth": (int, 2, "hidden layers per MLP"),
             "n_steps": (int, 20, "fixed RK4 steps on t ∈ [0, 1]"),
+            "field": (
+                str,
+                "rbf",
+                "particle field: 'rbf' (radial basis functions of the distances, coefficients "
+                "from one MLP of t) or 'mlp' (an MLP per pair; ~100x slower at LJ55)",
+            ),
+            "n_rbf": (int, 32, "radial basis functions of the 'rbf' field"),
+            "r_max": (_NUM, 8.0, "largest radial-basis centre (length units of the system)"),
             "base_scale": (_NUM, 1.0, "initial scale σ of the iid Gaussian base (trainable)"),
             "zero_com": (
                 (bool, str),
