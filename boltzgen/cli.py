@@ -131,6 +131,8 @@ def _cmd_run(args) -> int:
             reference_options=reference,
             refine=refine.pop("method"),
             refine_options=refine,
+            data_options=dict(spec["data"]),
+            matching_options=dict(spec["matching"]),
             indistinguishable=spec["ensemble"]["indistinguishable"],
             checkpoint_path=out + ".ckpt",
             checkpoint_every=tr["checkpoint_every"],

@@ -1,7 +1,8 @@
 """TOML run specs → validated plain dicts, with one-line errors that name the bad key or value.
 
 A spec has the sections of DESIGN.md ("Run spec"): ``[system]``, ``[ensemble]``, ``[sampler]``,
-``[train]``, ``[estimate]``, ``[refine]``, ``[reference]`` and a top-level ``seed``. Every key
+``[train]``, ``[data]`` and ``[matching]`` (data-based objectives), ``[estimate]``,
+``[refine]``, ``[reference]`` and a top-level ``seed``. Every key
 has a default (the seed demo: the 2-D Coulomb gas, N = 6, β = 10), so an empty spec is a valid
 run.
 """
@@ -13,7 +14,17 @@ import math
 import tomllib
 from typing import Any
 
-SECTIONS = ("system", "ensemble", "sampler", "train", "estimate", "refine", "reference")
+SECTIONS = (
+    "system",
+    "ensemble",
+    "sampler",
+    "train",
+    "data",
+    "matching",
+    "estimate",
+    "refine",
+    "reference",
+)
 
 #: Defaults of the sections whose keys are fixed here (system and sampler keys belong to
 #: their registries, refine and reference keys to their methods).
@@ -31,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": 500,
     },
     "estimate": {"n_samples": 65536, "chunk_size": 8192, "n_boot": 200},
+    "data": {},  # Monte Carlo training data of train.objective = flow_matching | interpolant
+    "matching": {},  # pairing, interpolant γ and FEAT path options
     "refine": {"method": "nmcmc"},
     "reference": {"method": "auto"},
     "seed": 0,
@@ -169,8 +182,10 @@ def validate(raw: dict) -> dict:
         raise SpecError(f"estimate.n_samples must be >= 2, got {spec['estimate']['n_samples']!r}")
     if spec["estimate"]["n_boot"] < 0:
         raise SpecError(f"estimate.n_boot must be >= 0, got {spec['estimate']['n_boot']!r}")
+    from boltzgen._data import DATA_OBJECTIVES
     from boltzgen.train import OBJECTIVES
 
+    OBJECTIVES = (*OBJECTIVES, *DATA_OBJECTIVES)  # noqa: N806
     if spec["train"]["objective"] not in ("auto", *OBJECTIVES):
         raise SpecError(
             f"unknown train.objective {spec['train']['objective']!r}; "
@@ -213,6 +228,23 @@ def validate(raw: dict) -> dict:
         raise SpecError(
             "sampler.beta_conditioned = true needs ensemble.betas (a free-energy curve); "
             "set ensemble.betas = [...] or sampler.beta_conditioned = false"
+        )
+
+    # Data-based training: Monte Carlo data and matching options (defaults filled in).
+    from boltzgen._data import DATA_DEFAULTS, MATCHING_DEFAULTS, check_data_options
+
+    try:
+        check_data_options(spec["data"], spec["matching"])
+    except ValueError as err:
+        raise SpecError(_prefix("data/matching", err)) from None
+    spec["data"] = {**DATA_DEFAULTS, **spec["data"]}
+    spec["matching"] = {**MATCHING_DEFAULTS, **spec["matching"]}
+    if spec["train"]["objective"] in ("flow_matching", "interpolant") and spec["sampler"][
+        "kind"
+    ] != "cnf":
+        raise SpecError(
+            f"train.objective {spec['train']['objective']!r} trains a continuous flow: set "
+            f"sampler.kind = 'cnf', got {spec['sampler']['kind']!r}"
         )
 
     # Refinement and reference: each Monte Carlo method knows its keys.

@@ -12,7 +12,9 @@ Schema (version 3, documented in docs/results-format.md)::
     /reference/<m>    same attrs plus n_energy_evals, wall_time
     /observables/<m>  spin systems: attrs <name> and <name>_stderr (energy, entropy,
                       abs_magnetisation, susceptibility, heat_capacity) per method
-                      (importance, refined_nmcmc, exact)
+                      (importance, refined_nmcmc, exact); data-trained particle runs: group
+                      ``samples`` with energy_w2, distance_w2 (q's samples vs held-out Monte
+                      Carlo samples) and their ``_reweighted`` versions (stderr NaN)
     /curve            β-conditioned runs (``run_curve``): one dataset per quantity over the β
                       grid (beta, log_z, log_z_stderr, ess, variational_beta_f, exact_log_z, ...)
     /timings          attrs: wall time of each phase in seconds
@@ -313,7 +315,7 @@ class Result:
         return out
 
     def observable_lines(self) -> list[str]:
-        """Spin observables per method (value ± stderr) beside the exact values."""
+        """Observables per method (value ± stderr; no ± where there is no error bar)."""
         if not self.observables:
             return []
         methods = list(self.observables)
@@ -325,7 +327,7 @@ class Result:
                 v = self.observables[m].get(name)
                 if v is None:
                     cells.append(f"{'-':>28}")
-                elif m == "exact":
+                elif m == "exact" or not math.isfinite(v[1]):
                     cells.append(f"{v[0]:>28.6f}")
                 else:
                     cells.append(f"{f'{v[0]:.6f} ± {v[1]:.2g}':>28}")
