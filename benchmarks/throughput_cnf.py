@@ -36,7 +36,7 @@ SYSTEMS = {
 }
 
 
-def randomise(sampler, seed: int, scale: float = 0.1):
+def randomise(sampler, seed: int, scale: float = 0.02):
     """Every inexact leaf of the field redrawn from N(0, scale²) (a non-trivial flow)."""
     params, static = eqx.partition(sampler, eqx.is_inexact_array)
     leaves, tdef = jax.tree_util.tree_flatten(params)
