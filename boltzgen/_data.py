@@ -30,8 +30,8 @@ DATA_DEFAULTS = {
     "n_chains": 256,
     "kernel": "hmc",
     "n_leapfrog": 10,
-    "n_warmup": 500,
-    "thin": 10,
+    "n_warmup": 1000,
+    "thin": 20,
 }
 
 #: Keys of ``matching_options`` with their defaults.
@@ -120,6 +120,7 @@ def training_data(system, beta: float, *, key, progress: bool = True, **options)
         train_energy=e[:n],
         holdout=x[n:],
         holdout_energy=e[n:],
+        n_records=int(res.flat_energies.size),
         n_energy_evals=int(res.n_energy_evals),
         wall_time=float(res.wall_time),
         acceptance=float(res.acceptance),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import time
@@ -646,17 +647,26 @@ def run(
     samples["weights_normalised"] = est.normalised_weights(samples["log_w"])
     timings["estimate"] = time.perf_counter() - t
     observables = {}
+    g = 1.0
     if data is not None:
         cost = dict(
-            n_energy_evals_data=float(data["n_energy_evals"]), wall_time_data=data["wall_time"]
+            n_energy_evals_data=float(data["n_energy_evals"]),
+            wall_time_data=data["wall_time"],
+            acceptance_data=data["acceptance"],
+            energy_rhat_data=data["energy_rhat"],  # split-R̂ of the chains' energy traces
+            energy_ess_data=data["energy_ess"],  # ESS of the recorded energies, all chains
         )
         if len(data["holdout"]):
             names = {m: f"{m}_data" for m in ("forward_bound", "reverse_importance", "bar")}
             derived = _p_sample_estimates(
                 q, system, beta, data["holdout"], q_log_w=samples["log_w"], names=names
             )
-            for e in derived.values():
-                e.extra.update(cost)
+            # The Monte Carlo records are correlated along each chain: inflate the errors of the
+            # estimates that use them by √g, g = records / ESS of their energy trace (≥ 1).
+            g = max(1.0, data["n_records"] / data["energy_ess"]) if data["energy_ess"] > 0 else 1.0
+            for m, e in derived.items():
+                e.extra.update(cost, stderr_inflation=math.sqrt(g))
+                derived[m] = dataclasses.replace(e, log_z_stderr=e.log_z_stderr * math.sqrt(g))
             estimates.update(derived)
             observables["samples"] = sample_metrics(
                 samples["x"],
@@ -667,16 +677,19 @@ def run(
             )
         if interp is not None:
             t = time.perf_counter()
-            estimates.update(
-                feat_estimates(
-                    interp,
-                    system,
-                    beta,
-                    data["holdout"],
-                    key=jax.random.fold_in(key, 303),
-                    matching_options=matching_options,
-                )
+            feat = feat_estimates(
+                interp,
+                system,
+                beta,
+                data["holdout"],
+                key=jax.random.fold_in(key, 303),
+                matching_options=matching_options,
             )
+            for m, e in feat.items():  # reverse paths start at the correlated MC records
+                if m in ("feat_reverse", "feat_bar", "feat_lower_bound"):
+                    e.extra.update(stderr_inflation=math.sqrt(g))
+                    feat[m] = dataclasses.replace(e, log_z_stderr=e.log_z_stderr * math.sqrt(g))
+            estimates.update(feat)
             timings["feat"] = time.perf_counter() - t
 
     refined = {}
