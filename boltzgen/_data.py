@@ -79,6 +79,34 @@ def check_data_options(data_options: dict | None, matching_options: dict | None)
         raise ValueError("gamma_scale must be > 0 (the interpolant learns a score)")
 
 
+def check_data_sampler(objective: str, sampler, system) -> None:
+    """Raise ValueError unless ``objective`` can train ``sampler`` on Monte Carlo data.
+
+    Data-based objectives train a CNF (or the zero-COM CNF of a
+    :class:`~boltzgen.flows.CentreOfMassSplit`) on particle systems, whose Monte Carlo data come
+    from :func:`boltzgen.mcmc._particles.particle_mcmc`.
+    """
+    from boltzgen.flows import CNF, CentreOfMassSplit
+
+    shape = tuple(system.event_shape)
+    if len(shape) != 2:
+        raise ValueError(
+            f"train.objective {objective!r} needs a particle system (configurations (N, d)) for "
+            f"its Monte Carlo data; {system.kind!r} has event shape {shape}"
+        )
+    inner = sampler.inner if isinstance(sampler, CentreOfMassSplit) else sampler
+    if not isinstance(inner, CNF):
+        raise ValueError(
+            f"train.objective {objective!r} trains a continuous flow: use sampler.kind = 'cnf', "
+            f"got {type(sampler).__name__}"
+        )
+    if objective == "interpolant" and isinstance(sampler, CentreOfMassSplit):
+        raise ValueError(
+            "train.objective 'interpolant' works in the full space or with a translation-"
+            "invariant system; set sampler.zero_com = false"
+        )
+
+
 def training_data(system, beta: float, *, key, progress: bool = True, **options) -> dict:
     r"""Equilibrium samples of p by tuned HMC/MALA chains, split into training and held-out sets.
 
@@ -167,20 +195,16 @@ def train_on_data(
     import equinox as eqx
     import jax.numpy as jnp
 
-    from boltzgen.flows import CNF, CentreOfMassSplit, Interpolant
+    from boltzgen.flows import CentreOfMassSplit, Interpolant
     from boltzgen.train import train_matching
 
     m = _options(matching_options, MATCHING_DEFAULTS, "matching")
     pairing, rotations = default_pairing(system)
     if m["pairing"] != "auto":
         pairing = m["pairing"]
+    check_data_sampler(objective, sampler, system)
     split = isinstance(sampler, CentreOfMassSplit)
     inner = sampler.inner if split else sampler
-    if not isinstance(inner, CNF):
-        raise ValueError(
-            f"train.objective {objective!r} trains a continuous flow: use sampler.kind = 'cnf', "
-            f"got {type(sampler).__name__}"
-        )
     if split:  # the exact Gaussian of the centre of mass: its MLE scale from the data
         com = data.mean(axis=-2)
         s = math.sqrt(float(np.mean(com**2)))
@@ -309,6 +333,7 @@ __all__ = [
     "DATA_OBJECTIVES",
     "MATCHING_DEFAULTS",
     "check_data_options",
+    "check_data_sampler",
     "default_pairing",
     "feat_estimates",
     "sample_metrics",

@@ -17,6 +17,7 @@ from boltzgen import estimators as est
 from boltzgen._data import (
     DATA_OBJECTIVES,
     check_data_options,
+    check_data_sampler,
     feat_estimates,
     sample_metrics,
     train_on_data,
@@ -595,6 +596,8 @@ def run(
             "diverges; it needs a zero-centre-of-mass sampler (sampler 'cnf', zero_com = true), "
             "and ln Z is then the integral over the subspace Σ_i x_i = 0"
         )
+    if objective in DATA_OBJECTIVES:
+        check_data_sampler(objective, q, system)
     if getattr(q, "beta_conditioned", False):
         raise ValueError(
             "a beta_conditioned sampler is trained over a range of β: use run_curve (the CLI: "
