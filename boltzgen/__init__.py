@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from boltzgen import estimators, flows, mcmc, systems, train
 from boltzgen._curve import run_curve
+from boltzgen._data import relative_free_energy
 from boltzgen._run import run, sample_log_weights
 from boltzgen.estimators import Estimate
 from boltzgen.results import Result
@@ -32,6 +33,7 @@ __all__ = [
     "mcmc",
     "run",
     "run_curve",
+    "relative_free_energy",
     "sample_log_weights",
     "systems",
     "train",
