@@ -151,6 +151,35 @@ def test_lj13_global_minimum():
         assert_allclose(tethered.energy(x), res.fun + 0.5 * jnp.sum(centred**2), rtol=1e-10)
 
 
+def _mackay55(nn):
+    """The 55-atom Mackay icosahedron with nearest-neighbour distance ≈ ``nn``."""
+    ico = _icosahedron(1.0)[1:]  # 12 vertices, circumradius 1
+    d = np.linalg.norm(ico[:, None] - ico[None], axis=-1)
+    edge = d[d > 0].min()
+    pairs = [(i, j) for i in range(12) for j in range(i + 1, 12) if d[i, j] < edge * 1.01]
+    assert len(pairs) == 30
+    shell2 = np.vstack([2 * ico, [ico[i] + ico[j] for i, j in pairs]])  # vertices + edge midpoints
+    x = np.vstack([np.zeros((1, 3)), ico, shell2])  # 1 + 12 + 42 = 55
+    return x * nn / edge
+
+
+def test_lj55_global_minimum():
+    """L-BFGS from the Mackay icosahedron reaches the tabulated LJ55 minimum −279.248470 ε."""
+    from boltzgen.systems import LJ55_GLOBAL_MINIMUM
+
+    with jax.enable_x64(True):
+        lj = LennardJones(n_particles=55, dim=3, tether=0.0)
+        x0 = _mackay55(2 ** (1 / 6)) + 0.01 * np.random.default_rng(5).normal(size=(55, 3))
+        fun = jax.jit(jax.value_and_grad(lambda f: lj.energy(f.reshape(55, 3))))
+
+        def f(flat):
+            e, g = fun(jnp.asarray(flat))
+            return float(e), np.asarray(g, dtype=float)
+
+        res = optimize.minimize(f, x0.ravel(), jac=True, method="L-BFGS-B", tol=1e-14)
+        assert abs(res.fun - LJ55_GLOBAL_MINIMUM) < 1e-5, res.fun
+
+
 def test_dw4_pair_energy_closed_form():
     with jax.enable_x64(True):
         a, b, c, d0, tau = 0.3, -4.0, 0.9, 4.0, 2.0
