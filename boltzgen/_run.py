@@ -604,6 +604,12 @@ def run(
             "ensemble.betas = [...]), or beta_conditioned = false for one β"
         )
     opt = make_optimizer(learning_rate, steps, clip)
+    train_energy = system.energy
+    system_record = {"kind": system.kind, **system.params()}
+    if getattr(system, "soften", None) is not None:
+        # A softened core is for training only: data, estimates and references use the exact
+        # potential (the run's /system still records the softening used in training).
+        system = dataclasses.replace(system, soften=None)
     data, interp = None, None
     if objective in DATA_OBJECTIVES:
         k_data = jax.random.fold_in(key, 202)
@@ -626,7 +632,7 @@ def run(
     else:
         state = train(
             q,
-            system.energy,
+            train_energy,
             beta,
             key=k_train,
             steps=steps,
@@ -750,7 +756,7 @@ def run(
     params = [np.asarray(a) for a in jax.tree.leaves(eqx.filter(q, eqx.is_array))]
     return Result(
         beta=beta,
-        system={"kind": system.kind, **system.params()},
+        system=system_record,
         seed=seed,
         spec=spec_text,
         estimates=estimates,
