@@ -26,7 +26,13 @@ What it does, in order (wall time of each phase printed):
 6. Honest cost of the flow = energy+gradient evaluations of the MCMC that made the training
    AND held-out data (warm-up and initialisation included) + ``--n-q`` energy evaluations of
    the importance weights. :func:`boltzgen.mcmc._particles.mcmc_at_budget` then gets the SAME
-   total budget for ``--n-eval`` samples (``--mcmc-repeats`` seeds): the tuned-MCMC baseline.
+   total budget for ``--n-eval`` samples (``--mcmc-repeats`` seeds): the tuned-MCMC baseline,
+   with each of ``--mcmc-chains`` chain counts (default: ``--n-eval`` chains, one final state
+   each, as in ``particles_mcmc.py`` and the published comparison; and ``--data-chains``
+   chains, thinned — at small budgets fewer, longer chains are the better-tuned MCMC).
+   Also printed: ``|ln q(forward, f32) − ln q(backward, f64)|`` over the q samples (is the
+   "exact" log q of the discretised flow consistent between the two solves?) and the energies
+   of the largest weights; ``--save`` keeps the q samples, log q and weights.
 
 Conventions (as ``benchmarks/particles_mcmc.py``): dw4 = ``DoubleWellParticles()`` at β = 1;
 lj13 = ``LennardJones(13, 3, epsilon=2, sigma=KLEIN_SIGMA, tether=1)`` at β = 1, the DEM/iDEM
@@ -45,6 +51,7 @@ import shlex
 import sys
 import time
 
+import equinox as eqx
 import jax
 import numpy as np
 
@@ -110,6 +117,11 @@ def get_data(system, beta, options: dict, *, seed: int, name: str, cache: bool):
 
 def w2_pair(x, e, x_ref, e_ref, weights=None):
     ok = np.isfinite(e)
+    if weights is not None:
+        # Zero weights dropped: _metrics._quantile_steps sets the last cumulative weight to
+        # exactly 1, handing the round-off 1 − Σw (~1e-16) to the LARGEST value even when its
+        # weight is 0; with an overlapping-particle energy ~1e11 that alone gives W2 ~ 1e5.
+        ok &= weights > 0
     w = None if weights is None else weights[ok] / weights[ok].sum()
     return (
         energy_w2(e[ok], e_ref, weights_a=w),
@@ -151,10 +163,18 @@ def main():
     p.add_argument("--n-eval", type=int, default=1000, help="samples per W2 (as the MCMC)")
     p.add_argument("--subsets", type=int, default=5)
     p.add_argument("--mcmc-repeats", type=int, default=3)
+    p.add_argument(
+        "--mcmc-chains",
+        type=int,
+        nargs="+",
+        default=None,
+        help="chains of the equal-budget MCMC (default: n-eval and data-chains)",
+    )
     p.add_argument("--no-mcmc", action="store_true", help="skip the equal-budget MCMC")
     p.add_argument("--ref-max", type=int, default=50_000, help="reference configs used")
     p.add_argument("--ref-seed", type=int, default=0, help="seed the reference was built with")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", default=None, help="npz file for the q samples and weights")
     args = p.parse_args()
 
     t_all = time.perf_counter()
@@ -244,6 +264,19 @@ def main():
     t = time.perf_counter()
     s = sample_log_weights(q, system, beta, args.n_q, key=k_est, chunk_size=4096, progress=True)
     log_w = s["log_w"]
+    # The same samples with their float32 log q from the forward solve (sample_log_weights
+    # uses the same keys): |Δ ln q| against the float64 backward solve checks "exact" log q.
+    lq_fwd = np.concatenate(
+        [
+            np.asarray(
+                eqx.filter_jit(lambda k, m: m.sample_and_log_prob(4096, key=k))(
+                    jax.random.fold_in(k_est, i), q
+                )[1]
+            )
+            for i in range(-(-args.n_q // 4096))
+        ]
+    )[: args.n_q]
+    d_lq = np.abs(lq_fwd.astype(np.float64) - s["log_q"])
     finite = np.isfinite(log_w)
     ests = {
         "variational": est.variational_bound(log_w),
@@ -266,6 +299,8 @@ def main():
     timings["sample + estimate"] = time.perf_counter() - t
     ess = est.kish_ess(log_w[finite]) if finite.any() else 0.0
 
+    if args.save:
+        np.savez(args.save, lq_forward=lq_fwd, **s)
     # 5. W2
     t = time.perf_counter()
     x_q, e_q = s["x"], s["energy"]
@@ -292,22 +327,33 @@ def main():
 
     # 6. MCMC at equal budget
     budget = n_data_evals + args.n_q
-    mc_e, mc_d, mc_info = [], [], ""
+    mcmc_rows = []
     if not args.no_mcmc:
         t = time.perf_counter()
-        for rep in range(args.mcmc_repeats):
-            out = mcmc_at_budget(
-                system, beta, budget, key=jax.random.fold_in(k_mcmc, rep), n_samples=m
+        chains = args.mcmc_chains or sorted({m, min(m, args.data_chains)}, reverse=True)
+        for c in chains:
+            mc_e, mc_d = [], []
+            for rep in range(args.mcmc_repeats):
+                out = mcmc_at_budget(
+                    system,
+                    beta,
+                    budget,
+                    key=jax.random.fold_in(jax.random.fold_in(k_mcmc, c), rep),
+                    n_samples=m,
+                    n_chains=c,
+                )
+                fe, fd = w2_pair(np.asarray(out.samples), np.asarray(out.energies), x_ref, e_ref)
+                mc_e.append(fe)
+                mc_d.append(fd)
+                print(
+                    f"mcmc {c} chains, seed {rep}: E-W2 {fe:.4f}, D-W2 {fd:.4f} "
+                    f"({out.n_warmup} warm-up + {out.n_steps} moves (L = 10), thin {out.thin}, "
+                    f"{out.n_energy_evals:.4g} evals spent, acc {out.mcmc.acceptance:.2f})",
+                    flush=True,
+                )
+            mcmc_rows.append(
+                (f"tuned MCMC, equal budget, {c} chains ({len(mc_e)} seeds)", mc_e, mc_d)
             )
-            fe, fd = w2_pair(np.asarray(out.samples), np.asarray(out.energies), x_ref, e_ref)
-            mc_e.append(fe)
-            mc_d.append(fd)
-            mc_info = (
-                f"{out.n_chains} chains, {out.n_warmup} warm-up + {out.n_steps} moves "
-                f"(L = 10), thin {out.thin}, {out.n_energy_evals:.4g} evals spent, "
-                f"acc {out.mcmc.acceptance:.2f}"
-            )
-            print(f"mcmc seed {rep}: E-W2 {fe:.4f}, D-W2 {fd:.4f}  ({mc_info})", flush=True)
         timings["mcmc at budget"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_all
 
@@ -325,6 +371,17 @@ def main():
     print(
         f"budget: MCMC data {n_data_evals:.4g} energy+grad + {args.n_q} energy (weights) = "
         f"{budget:.4g} evaluations"
+    )
+    top = np.argsort(np.where(finite, log_w, -np.inf))[::-1][:5]
+    print(
+        f"log q check, |ln q (forward, f32) − ln q (backward, f64)|: median "
+        f"{np.median(d_lq):.2e}, 99 % {np.percentile(d_lq, 99):.2e}, max {d_lq.max():.2e}, "
+        f"{int(np.sum(d_lq > 1))} above 1; the 5 largest weights: w − max = "
+        + ", ".join(f"{v:.2f}" for v in log_w[top] - log_w[top[0]])
+        + "; their E = "
+        + ", ".join(f"{v:.4g}" for v in e_q[top])
+        + "; their |Δ ln q| = "
+        + ", ".join(f"{v:.2g}" for v in d_lq[top])
     )
     above = float(np.mean(e_q[finite] > e_ref.max()))
     print(
@@ -346,8 +403,7 @@ def main():
         (f"flow reweighted, all {args.n_q} weighted", [rw_e], [rw_d]),
         ("MC training data held-out set", [de], [dd]),
     ]
-    if mc_e:
-        rows.append((f"tuned MCMC at equal budget ({len(mc_e)} seeds)", mc_e, mc_d))
+    rows += mcmc_rows
     for label, ve, vd in rows:
         print(f"{label:44s} {fmt(ve):>17s} {fmt(vd):>17s}")
     print(f"(importance resampling of {m} draws: ≈{n_unique} distinct samples in the last draw)")
