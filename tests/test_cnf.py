@@ -280,7 +280,8 @@ def test_registry_splits_centre_of_mass_for_the_trap():
     assert q.event_shape == (3, 2)
 
 
-@pytest.mark.parametrize("zero_com", [pytest.param(False, marks=pytest.mark.slow), True])
+@pytest.mark.slow
+@pytest.mark.parametrize("zero_com", [False, True])
 def test_run_cnf_two_particle_coulomb_gas_matches_exact(zero_com):
     """Permutation-invariant CNF (full space, or zero-COM flow × exact COM Gaussian): the
     labelled-particle ln Z of CoulombGas(2, 2) agrees with the exact 1-D integral."""

@@ -308,6 +308,7 @@ def test_centred_trap_exact_log_z_and_reference_ais():
     assert np.max(np.abs(np.mean(ref.samples, axis=1))) < 1e-10  # centred
 
 
+@pytest.mark.slow
 def test_run_zero_com_cnf_on_two_double_well_particles():
     """End to end: a zero-COM CNF's importance-sampling ln Z is the exact subspace integral."""
     import boltzgen as bg
