@@ -96,6 +96,22 @@ def _centre(x: Float[Array, "n d"]) -> Float[Array, "n d"]:
     return x - jnp.mean(x, axis=0, keepdims=True)
 
 
+def centre_batch(x: Float[Array, "n n_particles d"], zero_com: bool) -> Float[Array, "..."]:
+    """A batch moved onto the zero-centre-of-mass subspace when ``zero_com`` (else unchanged)."""
+    return x - jnp.mean(x, axis=-2, keepdims=True) if zero_com else x
+
+
+def support_dim(shape: tuple[int, ...], zero_com: bool) -> int:
+    """Dimension of the support: (N−1)d for (N, d) with ``zero_com``, else prod(shape)."""
+    size = math.prod(shape)
+    return size - shape[1] if zero_com else size
+
+
+def gaussian_log_prob(z: Float[Array, "..."], sigma, dim: int) -> Float[Array, ""]:
+    """Ln N(z; 0, σ² I_dim) at ONE configuration z (of ``dim`` free coordinates)."""
+    return -0.5 * jnp.sum((z / sigma) ** 2) - dim * jnp.log(sigma) - 0.5 * dim * LOG_2PI
+
+
 def _squash(r2):
     """ρ(r²) = r²/(1 + r²): a bounded, smooth feature of a squared distance."""
     return r2 / (1.0 + r2)
@@ -416,14 +432,11 @@ class CNF(AbstractSampler):
     @property
     def n_dof(self) -> int:
         """Dimension of the space q lives on: (N−1)d with ``zero_com``, else prod(event_shape)."""
-        size = math.prod(self.shape)
-        return size - self.shape[1] if self.zero_com else size
+        return support_dim(self.shape, self.zero_com)
 
     def project(self, x: Float[Array, "n ..."]) -> Float[Array, "n ..."]:
         """A batch moved onto q's support: centred (zero centre of mass) with ``zero_com``."""
-        if not self.zero_com:
-            return x
-        return x - jnp.mean(x, axis=-2, keepdims=True)
+        return centre_batch(x, self.zero_com)
 
     def sample_base(self, n: int, *, key: PRNGKeyArray) -> Float[Array, "n ..."]:
         """``n`` draws z of the base density (on the zero-COM subspace with ``zero_com``)."""
@@ -435,9 +448,7 @@ class CNF(AbstractSampler):
 
     def base_log_prob(self, z: Float[Array, "..."]) -> Float[Array, ""]:
         """Ln of the normalised base density at ONE configuration z (on q's support)."""
-        sigma = jnp.exp(self.log_scale).astype(z.dtype)
-        k = self.n_dof
-        return -0.5 * jnp.sum((z / sigma) ** 2) - k * jnp.log(sigma) - 0.5 * k * LOG_2PI
+        return gaussian_log_prob(z, jnp.exp(self.log_scale).astype(z.dtype), self.n_dof)
 
     def _augmented(self, t, y, args):
         x, _ = y

@@ -22,7 +22,6 @@ turns b into a CNF with the exact divergence and exact ln q.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import equinox as eqx
@@ -30,8 +29,17 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from boltzgen.flows._cnf import CNF, MLPField, ParticleField, RadialBasisField, particle_field
-from boltzgen.flows._nn import LOG_2PI, param_dtype
+from boltzgen.flows._cnf import (
+    CNF,
+    MLPField,
+    ParticleField,
+    RadialBasisField,
+    centre_batch,
+    gaussian_log_prob,
+    particle_field,
+    support_dim,
+)
+from boltzgen.flows._nn import param_dtype
 
 SOURCES = ("gaussian", "data")
 
@@ -136,8 +144,7 @@ class Interpolant(eqx.Module):
     @property
     def n_dof(self) -> int:
         """Dimension of the space the densities live on ((N−1)d with ``zero_com``)."""
-        size = math.prod(self.shape)
-        return size - self.shape[1] if self.zero_com else size
+        return support_dim(self.shape, self.zero_com)
 
     # -- the interpolation path -------------------------------------------------------------
 
@@ -163,9 +170,7 @@ class Interpolant(eqx.Module):
 
     def project(self, x: Float[Array, "n ..."]) -> Float[Array, "n ..."]:
         """A batch moved onto the support: centred (zero centre of mass) with ``zero_com``."""
-        if not self.zero_com:
-            return x
-        return x - jnp.mean(x, axis=-2, keepdims=True)
+        return centre_batch(x, self.zero_com)
 
     def sample_noise(self, n: int, *, key: PRNGKeyArray) -> Float[Array, "n ..."]:
         """``n`` draws of z ~ N(0, I) (projected onto the zero-COM subspace with ``zero_com``)."""
@@ -178,9 +183,7 @@ class Interpolant(eqx.Module):
 
     def base_log_prob(self, x: Float[Array, "..."]) -> Float[Array, ""]:
         """Normalised ln N(x; 0, σ² I) of the Gaussian source at ONE configuration."""
-        k = self.n_dof
-        s = self.base_scale
-        return -0.5 * jnp.sum((x / s) ** 2) - k * math.log(s) - 0.5 * k * LOG_2PI
+        return gaussian_log_prob(x, jnp.asarray(self.base_scale, x.dtype), self.n_dof)
 
     # -- the learned fields -----------------------------------------------------------------
 
