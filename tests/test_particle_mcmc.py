@@ -264,3 +264,19 @@ def test_distance_w2():
     y = rng.normal(size=(20, 4, 3))
     w = rng.integers(1, 3, size=50)
     assert_allclose(distance_w2(x, y, weights_a=w), distance_w2(np.repeat(x, w, 0), y), rtol=1e-10)
+
+
+def test_x64_chains_run_in_float64():
+    from boltzgen.systems import DoubleWellParticles
+
+    r = particle_mcmc(
+        DoubleWellParticles(),
+        1.0,
+        key=jax.random.key(0),
+        n_chains=4,
+        n_steps=10,
+        n_warmup=5,
+        x64=True,
+    )
+    assert r.samples.dtype == np.float64 and r.energies.dtype == np.float64
+    assert np.all(np.isfinite(r.energies))

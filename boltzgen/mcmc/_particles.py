@@ -468,7 +468,7 @@ def particle_mcmc(
         def inner(c, kk):
             s, a, b = c
             s, info = step_one(jax.random.split(kk, n_chains), s, eps)
-            return (s, a + info.acceptance_rate, b + jnp.sum(~info.is_finite)), None
+            return (s, a + info.acceptance_rate, b + jnp.sum(~info.is_finite, dtype=b.dtype)), None
 
         (state, acc_sum, n_bad), _ = jax.lax.scan(
             inner, (state, acc_sum, n_bad), jax.random.split(k, thin)
