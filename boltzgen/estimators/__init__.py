@@ -25,6 +25,12 @@ from boltzgen.estimators._importance import (
     weighted_mean,
 )
 from boltzgen.estimators._mbar import mbar, mbar_estimate
+from boltzgen.estimators._metrics import (
+    distance_w2,
+    energy_w2,
+    pairwise_distances,
+    wasserstein2_1d,
+)
 from boltzgen.estimators._work import (
     crooks_check,
     jarzynski,
@@ -43,6 +49,8 @@ __all__ = [
     "bar_delta_f",
     "bootstrap_log_z_stderr",
     "crooks_check",
+    "distance_w2",
+    "energy_w2",
     "feat",
     "forward_bound",
     "forward_ess",
@@ -56,9 +64,11 @@ __all__ = [
     "mbar",
     "mbar_estimate",
     "normalised_weights",
+    "pairwise_distances",
     "reverse_importance_log_z",
     "two_state",
     "variational_bound",
+    "wasserstein2_1d",
     "weighted_mean",
     "work_bounds",
 ]

@@ -11,6 +11,10 @@ or SMC along q^{1-λ} p^λ) and :func:`neural_mcmc` (independent MH with proposa
 moves; pure kernels :func:`nmcmc_init` / :func:`nmcmc_step`), both returning a
 :class:`RefineResult`.
 
+Particles (DW4, Lennard-Jones, Coulomb): :func:`particle_mcmc` (zero-centre-of-mass HMC/MALA
+with dual-averaging step size) and :func:`mcmc_at_budget` (tuned MCMC given a budget of energy
+evaluations, the baseline learned samplers are compared with).
+
 Escorted Jarzynski / controlled Crooks paths along a learned transport (FEAT):
 :func:`forward_paths` / :func:`reverse_paths` give the path log-weights A_F, A_R for
 :func:`boltzgen.estimators.feat`.
@@ -43,6 +47,12 @@ from boltzgen.mcmc._nmcmc import (
     neural_mcmc,
     nmcmc_init,
     nmcmc_step,
+)
+from boltzgen.mcmc._particles import (
+    BudgetResult,
+    ParticleMCMCResult,
+    mcmc_at_budget,
+    particle_mcmc,
 )
 from boltzgen.mcmc._reference import (
     ReferenceResult,
@@ -79,7 +89,9 @@ __all__ = [
     "AISInfo",
     "AISResult",
     "AISState",
+    "BudgetResult",
     "LadderResult",
+    "ParticleMCMCResult",
     "PathResult",
     "NMCMCInfo",
     "NMCMCState",
@@ -99,7 +111,9 @@ __all__ = [
     "reverse_paths",
     "time_grid",
     "integrated_autocorrelation_time",
+    "mcmc_at_budget",
     "neural_mcmc",
+    "particle_mcmc",
     "nmcmc_init",
     "nmcmc_step",
     "refine_anneal",
