@@ -393,8 +393,8 @@ def main():
     print(f"{'estimate':24s} {'kind':12s} {'ln Z':>12s} {'± stderr':>9s} {'ESS':>9s}")
     for k, e in ests.items():
         print(f"{k:24s} {e.kind:12s} {e.log_z:12.4f} {e.log_z_stderr:9.4f} {e.ess:9.1f}")
-    print(f"{'samples (' + str(m) + ' per W2)':44s} {'energy-W2':>17s} {'distance-W2':>17s}")
-    print("-" * 80)
+    print(f"{'samples (' + str(m) + ' per W2)':50s} {'energy-W2':>17s} {'distance-W2':>17s}")
+    print("-" * 86)
     rows = [
         ("reference floor (exact sampler)", floor_e, floor_d),
         (f"flow raw ({n_sub} disjoint subsets)", raw_e, raw_d),
@@ -405,7 +405,7 @@ def main():
     ]
     rows += mcmc_rows
     for label, ve, vd in rows:
-        print(f"{label:44s} {fmt(ve):>17s} {fmt(vd):>17s}")
+        print(f"{label:50s} {fmt(ve):>17s} {fmt(vd):>17s}")
     print(f"(importance resampling of {m} draws: ≈{n_unique} distinct samples in the last draw)")
     pub, idem = PUBLISHED[name]
     print(
