@@ -419,3 +419,23 @@ def test_coverage_bar():
     wf, wr, exact = two_gaussians(rng, 150, 100, mu=1.0, s=1.5, reps=R_COVER)
     bars = [est.bar(f, r) for f, r in zip(wf, wr, strict=True)]
     assert abs(covered_fraction(bars, exact) - 0.683) <= 0.05
+
+
+def test_bar_unmoved_by_one_astronomical_work():
+    """One sample with W_F ≈ 1e16 (an overlap) has zero weight; BAR must not lose precision.
+
+    Regression: a Brent tolerance scaled by the bracket width (≈ 1e16) moved Δf by ≈ 6.
+    """
+    rng = np.random.default_rng(3)
+    wf, wr = rng.normal(1.0, 1.0, 500), rng.normal(-1.0, 1.0, 500)
+    base = est.bar(wf, wr).log_z
+    wf[0] = 1e16
+    wf_trim = wf[1:]
+    # The outlier only changes the sample count (M = ln n_F/n_R), as a zero-weight sample does.
+    assert abs(est.bar(wf, wr).log_z - bar_with_zero_weight(wf_trim, wr)) < 1e-9
+    assert abs(est.bar(wf, wr).log_z - base) < 0.05
+
+
+def bar_with_zero_weight(wf, wr):
+    """BAR with one extra forward sample of zero weight, i.e. W_F = +inf."""
+    return est.bar(np.concatenate([[np.inf], wf]), wr).log_z

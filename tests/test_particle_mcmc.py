@@ -280,3 +280,12 @@ def test_x64_chains_run_in_float64():
     )
     assert r.samples.dtype == np.float64 and r.energies.dtype == np.float64
     assert np.all(np.isfinite(r.energies))
+
+
+def test_w2_ignores_zero_weight_outliers():
+    """A zero-weight value, however large, carries no mass (regression: 1053.7 instead of 0)."""
+    from boltzgen.estimators import wasserstein2_1d
+
+    a = np.concatenate([np.linspace(0.0, 1.0, 10), [1e11]])
+    w = np.concatenate([np.full(10, 0.1), [0.0]])
+    assert wasserstein2_1d(a, np.linspace(0.0, 1.0, 10), weights_a=w) < 1e-12

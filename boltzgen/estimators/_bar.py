@@ -74,8 +74,9 @@ def _bar_root(wf: np.ndarray, wr: np.ndarray, tol: float) -> float:
         return hi
     if not (h_lo < 0.0 < h_hi):
         raise RuntimeError(f"BAR: could not bracket the root (h({lo}) = {h_lo}, h({hi}) = {h_hi})")
-    xtol = tol * max(1.0, abs(lo), abs(hi))
-    return float(brentq(h, lo, hi, xtol=xtol, rtol=4 * np.finfo(float).eps, maxiter=500))
+    # Absolute tolerance: the bracket can be astronomically wide (one overlapping-particle sample
+    # with W ≈ 1e16), and a tolerance scaled by it would stop Brent far from the root.
+    return float(brentq(h, lo, hi, xtol=tol, rtol=4 * np.finfo(float).eps, maxiter=1000))
 
 
 def _bar_variance(wf: np.ndarray, wr: np.ndarray, delta_f: float) -> tuple[float, float]:

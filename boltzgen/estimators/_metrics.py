@@ -48,10 +48,18 @@ def _normalised_weights(name, weights, n):
 
 
 def _quantile_steps(values, weights):
-    """Sorted values and their cumulative weights (last one exactly 1)."""
+    """Sorted values of positive weight and their cumulative weights (last one exactly 1).
+
+    Zero-weight values are dropped first: they are not part of the distribution (rounding the
+    last cumulative weight to 1 would otherwise hand a sliver of mass to the largest value even
+    when its weight is 0 — e.g. an overlapping-particle sample with E ≈ 1e11).
+    """
+    keep = weights > 0
+    values, weights = values[keep], weights[keep]
     order = np.argsort(values, kind="stable")
     v = values[order]
     c = np.cumsum(weights[order])
+    c /= c[-1]
     c[-1] = 1.0
     return v, c
 
