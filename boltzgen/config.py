@@ -239,9 +239,10 @@ def validate(raw: dict) -> dict:
         raise SpecError(_prefix("data/matching", err)) from None
     spec["data"] = {**DATA_DEFAULTS, **spec["data"]}
     spec["matching"] = {**MATCHING_DEFAULTS, **spec["matching"]}
-    if spec["train"]["objective"] in ("flow_matching", "interpolant") and spec["sampler"][
-        "kind"
-    ] != "cnf":
+    if (
+        spec["train"]["objective"] in ("flow_matching", "interpolant")
+        and spec["sampler"]["kind"] != "cnf"
+    ):
         raise SpecError(
             f"train.objective {spec['train']['objective']!r} trains a continuous flow: set "
             f"sampler.kind = 'cnf', got {spec['sampler']['kind']!r}"

@@ -314,9 +314,7 @@ def particle_reference(
     Returns:
         A :class:`ReferenceResult` (``samples`` centred).
     """
-    if not getattr(system, "translation_invariant", False) or not hasattr(
-        system, "reference_trap"
-    ):
+    if not getattr(system, "translation_invariant", False) or not hasattr(system, "reference_trap"):
         raise ValueError(
             f"particle_reference needs a translation-invariant particle system with a "
             f"reference_trap, got {type(system).__name__}"
