@@ -87,7 +87,7 @@ def main(argv=None) -> None:
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
         q = make_sampler("cnf", system, key=jax.random.key(0), n_steps=args.steps, field=args.field)
-        q = randomise(q, seed=1)
+        q = randomise(q, seed=1, scale=0.1 / system.event_shape[0])  # non-stiff at every N
         sample = eqx.filter_jit(lambda q, k: q.sample_and_log_prob(args.batch, key=k))
         first, per = timed(sample, q, jax.random.key(2), repeats=args.repeats)
         x, log_q = sample(q, jax.random.key(2))
