@@ -208,7 +208,7 @@ SAMPLERS: dict[str, SamplerEntry] = {
                 str,
                 "rbf",
                 "particle field: 'rbf' (radial basis functions of the distances, coefficients "
-                "from one MLP of t) or 'mlp' (an MLP per pair; ~100x slower at LJ55)",
+                "from one MLP of t) or 'mlp' (an MLP per pair; 5-17x slower)",
             ),
             "n_rbf": (int, 32, "radial basis functions of the 'rbf' field"),
             "r_max": (_NUM, 8.0, "largest radial-basis centre (length units of the system)"),
