@@ -228,9 +228,9 @@ class RadialBasisField(eqx.Module):
 
     with the 2K coefficients (a, c) from ONE small MLP of t (Fourier features of t), evaluated
     once per configuration and time instead of once per pair: the N² pair terms cost K
-    exponentials each, so the field is 5–17× cheaper than per-pair MLPs (d = 12 to 165) and the exact
-    closed-form divergence (same formula) stays affordable. s is smooth at r = 0 (dφ/dr² is
-    finite), the φ_k are bounded, and η → 0 beyond r_max, so |v| grows at most linearly.
+    exponentials each, so the field is 5–17× cheaper than per-pair MLPs (d = 12 to 165) and
+    the exact closed-form divergence (same formula) stays affordable. s is smooth at r = 0
+    (dφ/dr² is finite), the φ_k are bounded, and η → 0 beyond r_max, so |v| grows at most linearly.
     Same symmetries and zero-COM handling as :class:`ParticleField`; v ≡ 0 at initialisation.
 
     Args:
