@@ -19,7 +19,7 @@ TINY_SAMPLER = dict(n_layers=2, hidden=8, gap=False, rotate=False)
 SMALL_SAMPLER = dict(n_layers=4, hidden=16, gap=False, rotate=False)
 
 
-@pytest.mark.parametrize("dim,beta", [(2, 2.0), (3, 5.0)])
+@pytest.mark.parametrize("dim,beta", [(2, 2.0), pytest.param(3, 5.0, marks=pytest.mark.slow)])
 def test_importance_log_z_matches_exact_pair_integral(dim, beta):
     system = CoulombGas(2, dim)
     fast = FAST | dict(refine="nmcmc", refine_options=dict(n_chains=128, n_steps=50))
@@ -84,6 +84,7 @@ def test_centre_of_mass_identity_reweighted(trained_n3):
     within_sigmas(mean, 2 / (2 * 3 * 2.0), err)
 
 
+@pytest.mark.slow
 def test_same_seed_same_estimates_different_seed_agrees(tmp_path):
     system = CoulombGas(2, 2)
     kw = dict(
@@ -111,6 +112,7 @@ def test_same_seed_same_estimates_different_seed_agrees(tmp_path):
     within_sigmas(ea.log_z, ec.log_z, math.hypot(ea.log_z_stderr, ec.log_z_stderr))
 
 
+@pytest.mark.slow
 def test_indistinguishable_flag_subtracts_log_n_factorial():
     system = CoulombGas(2, 2)
     kw = dict(

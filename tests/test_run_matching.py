@@ -121,6 +121,7 @@ def test_cli_spec_errors_exit_2(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_relative_free_energy_two_temperatures():
     """FEAT along a data → data interpolant: ln Z(β=4)/Z(β=2) of two charges, exact integral."""
     system = CoulombGas(2, 2)

@@ -119,7 +119,7 @@ SMALL_RUN = dict(steps=150, batch_size=128, n_samples=4096, n_boot=0, progress=F
 @pytest.mark.parametrize(
     "method, options",
     [
-        ("smc", dict(n_chains=512, n_steps=20)),
+        pytest.param("smc", dict(n_chains=512, n_steps=20), marks=pytest.mark.slow),
         ("nmcmc", dict(n_chains=128, n_steps=40)),
     ],
 )
