@@ -150,3 +150,26 @@ def test_relative_free_energy_two_temperatures():
             assert abs(e.log_z - exact) < 4 * e.log_z_stderr + 1e-3, (name, e.log_z, exact)
     assert est["feat_upper_bound"].log_z <= exact + 4 * est["feat_upper_bound"].log_z_stderr
     assert est["feat_lower_bound"].log_z >= exact - 4 * est["feat_lower_bound"].log_z_stderr
+
+
+@pytest.mark.slow
+def test_interpolant_feat_zero_com_double_well_pair():
+    """Interpolant + FEAT on the zero-COM subspace: two DW particles vs the exact quadrature."""
+    system = DoubleWellParticles(n_particles=2, dim=2)
+    r = bg.run(
+        system,
+        1.0,
+        sampler="cnf",
+        sampler_options=SMALL,
+        objective="interpolant",
+        steps=100,
+        batch_size=128,
+        n_samples=2048,
+        refine="none",
+        reference="none",
+        data_options=DATA,
+        matching_options=dict(feat_paths=512, feat_steps=20),
+        progress=False,
+    )
+    assert "feat_bar" in r.estimates
+    check(r, dw_pair_log_z(system, 1.0))
