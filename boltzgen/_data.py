@@ -171,6 +171,83 @@ def default_pairing(system) -> tuple[str, bool]:
     return "ot", False
 
 
+def _pairing(system, m: dict) -> tuple[str, bool]:
+    """(pairing, rotations): ``m["pairing"]``, or the system's default for ``"auto"``."""
+    pairing, rotations = default_pairing(system)
+    return (pairing if m["pairing"] == "auto" else m["pairing"]), rotations
+
+
+def _interpolant(shape, *, key, sampler_options: dict | None, m: dict, **kw):
+    """An :class:`~boltzgen.flows.Interpolant` with the CNF field options of ``sampler_options``."""
+    from boltzgen.flows import Interpolant
+
+    o = dict(sampler_options or {})
+    return Interpolant(
+        shape,
+        key=key,
+        hidden=int(o.get("hidden", 64)),
+        depth=int(o.get("depth", 2)),
+        field=str(o.get("field", "rbf")),
+        n_rbf=int(o.get("n_rbf", 32)),
+        r_max=float(o.get("r_max", 8.0)),
+        gamma_scale=float(m["gamma_scale"]),
+        **kw,
+    )
+
+
+def inefficiency(*data: dict) -> float:
+    """G = records / ESS of the energy trace (≥ 1), the worst over ``data`` sets."""
+    return max([1.0] + [d["n_records"] / d["energy_ess"] for d in data if d["energy_ess"] > 0])
+
+
+def inflate(estimates: dict, g: float, names=None) -> dict:
+    """The estimates (those in ``names``, default all) with standard errors × √g.
+
+    Monte Carlo records are correlated along each chain; g = records / energy ESS
+    (:func:`inefficiency`) accounts for that, and ``extra["stderr_inflation"]`` records √g.
+    """
+    out = dict(estimates)
+    for m, e in estimates.items():
+        if names is None or m in names:
+            e.extra["stderr_inflation"] = math.sqrt(g)
+            out[m] = dataclasses.replace(e, log_z_stderr=e.log_z_stderr * math.sqrt(g))
+    return out
+
+
+def _feat(interp, x_a, x_b, *, log_density_a, log_density_b, key, m: dict, log_z_a=0.0):
+    """Forward paths from ``x_a``, reverse from ``x_b`` (if any); FEAT estimates with costs."""
+    from boltzgen.mcmc import forward_paths, reverse_paths
+
+    common = dict(
+        log_density_a=log_density_a,
+        log_density_b=log_density_b,
+        n_steps=int(m["feat_steps"]),
+        eps=interp.eps_schedule(float(m["feat_eps"])),
+        zero_com=interp.zero_com,
+    )
+    k_f, k_r = jax.random.split(key)
+    t = time.perf_counter()
+    fwd = forward_paths(interp.velocity, interp.score, x_a, key=k_f, **common)
+    rev = None
+    if x_b is not None and x_b.shape[0] > 0:
+        rev = reverse_paths(interp.velocity, interp.score, x_b, key=k_r, **common)
+    estimates = est.feat(
+        np.asarray(fwd.log_w, np.float64),
+        None if rev is None else np.asarray(rev.log_w, np.float64),
+        log_z_a=log_z_a,
+    )
+    cost = dict(
+        n_paths_forward=int(x_a.shape[0]),
+        n_paths_reverse=0 if rev is None else int(x_b.shape[0]),
+        n_steps=int(m["feat_steps"]),
+        eps0=float(m["feat_eps"]),
+        wall_time=time.perf_counter() - t,
+    )
+    for e in estimates.values():
+        e.extra.update(cost)
+    return estimates
+
+
 def train_on_data(
     objective: str,
     sampler,
@@ -196,13 +273,11 @@ def train_on_data(
     import equinox as eqx
     import jax.numpy as jnp
 
-    from boltzgen.flows import CentreOfMassSplit, Interpolant
+    from boltzgen.flows import CentreOfMassSplit
     from boltzgen.train import train_matching
 
     m = _options(matching_options, MATCHING_DEFAULTS, "matching")
-    pairing, rotations = default_pairing(system)
-    if m["pairing"] != "auto":
-        pairing = m["pairing"]
+    pairing, rotations = _pairing(system, m)
     check_data_sampler(objective, sampler, system)
     split = isinstance(sampler, CentreOfMassSplit)
     inner = sampler.inner if split else sampler
@@ -224,20 +299,11 @@ def train_on_data(
         state = train_matching(inner, data, **common)
         q = eqx.tree_at(lambda q: q.inner, sampler, state.model) if split else state.model
         return q, None, state.history
-    if split:
-        raise ValueError(
-            "train.objective 'interpolant' works in the full space or with a "
-            "translation-invariant system; set sampler.zero_com = false"
-        )
-    interp = Interpolant(
+    interp = _interpolant(
         inner.event_shape,
         key=jax.random.fold_in(key, 1),
-        hidden=int(sampler_options.get("hidden", 64)),
-        depth=int(sampler_options.get("depth", 2)),
-        field=str(sampler_options.get("field", "rbf")),
-        n_rbf=int(sampler_options.get("n_rbf", 32)),
-        r_max=float(sampler_options.get("r_max", 8.0)),
-        gamma_scale=float(m["gamma_scale"]),
+        sampler_options=sampler_options,
+        m=m,
         base_scale=float(jnp.exp(inner.log_scale)),
         zero_com=inner.zero_com,
     )
@@ -257,49 +323,20 @@ def feat_estimates(
     estimates are ``feat_forward``, ``feat_reverse``, ``feat_bar`` and the bounds
     ``feat_upper_bound`` (mean A_F, an upper bound on βF) and ``feat_lower_bound``.
     """
-    from boltzgen.mcmc import forward_paths, reverse_paths
-
     m = _options(matching_options, MATCHING_DEFAULTS, "matching")
     n_f = int(m["feat_paths"])
-    n_r = min(n_f, int(holdout.shape[0]))
-    k_base, k_f, k_r = jax.random.split(key, 3)
+    k_base, k_paths = jax.random.split(key)
     x0 = interp.sample_base(n_f, key=k_base)
-    eps = interp.eps_schedule(float(m["feat_eps"]))
-
-    def log_a(x):
-        return interp.base_log_prob(x)
-
-    def log_b(x):
-        return -beta * system.energy(x)
-
-    common = dict(
-        log_density_a=log_a,
-        log_density_b=log_b,
-        n_steps=int(m["feat_steps"]),
-        eps=eps,
-        zero_com=interp.zero_com,
+    x1 = jax.numpy.asarray(holdout[: min(n_f, int(holdout.shape[0]))], dtype=x0.dtype)
+    return _feat(
+        interp,
+        x0,
+        x1,
+        log_density_a=interp.base_log_prob,
+        log_density_b=lambda x: -beta * system.energy(x),
+        key=k_paths,
+        m=m,
     )
-    t = time.perf_counter()
-    fwd = forward_paths(interp.velocity, interp.score, x0, key=k_f, **common)
-    out_r = None
-    if n_r > 0:
-        x1 = jax.numpy.asarray(holdout[:n_r], dtype=x0.dtype)
-        out_r = reverse_paths(interp.velocity, interp.score, x1, key=k_r, **common)
-    wall = time.perf_counter() - t
-    estimates = est.feat(
-        np.asarray(fwd.log_w, np.float64),
-        None if out_r is None else np.asarray(out_r.log_w, np.float64),
-    )
-    cost = dict(
-        n_paths_forward=n_f,
-        n_paths_reverse=n_r,
-        n_steps=int(m["feat_steps"]),
-        eps0=float(m["feat_eps"]),
-        wall_time=wall,
-    )
-    for e in estimates.values():
-        e.extra.update(cost)
-    return estimates
 
 
 def relative_free_energy(
@@ -350,8 +387,6 @@ def relative_free_energy(
         method → :class:`~boltzgen.estimators.Estimate` of ln(Z_B/Z_A); ``extra`` holds the
         Monte Carlo cost (``n_energy_evals_data``) and the path settings.
     """
-    from boltzgen.flows import Interpolant
-    from boltzgen.mcmc import forward_paths, reverse_paths
     from boltzgen.train import make_optimizer, train_matching
 
     if tuple(system_a.event_shape) != tuple(system_b.event_shape):
@@ -363,27 +398,20 @@ def relative_free_energy(
     invariant = [bool(getattr(s, "translation_invariant", False)) for s in (system_a, system_b)]
     if invariant[0] != invariant[1]:
         raise ValueError("states A and B must both be translation-invariant or both not")
-    o = dict(sampler_options or {})
     m = _options(matching_options, MATCHING_DEFAULTS, "matching")
     key = jax.random.key(seed)
     k_a, k_b, k_init, k_train, k_paths = jax.random.split(key, 5)
     data_a = training_data(system_a, beta_a, key=k_a, progress=progress, **(data_options or {}))
     data_b = training_data(system_b, beta_b, key=k_b, progress=progress, **(data_options or {}))
-    interp = Interpolant(
+    interp = _interpolant(
         system_a.event_shape,
         key=k_init,
-        hidden=int(o.get("hidden", 64)),
-        depth=int(o.get("depth", 2)),
-        field=str(o.get("field", "rbf")),
-        n_rbf=int(o.get("n_rbf", 32)),
-        r_max=float(o.get("r_max", 8.0)),
-        gamma_scale=float(m["gamma_scale"]),
+        sampler_options=sampler_options,
+        m=m,
         source="data",
         zero_com=invariant[0],
     )
-    pairing, rotations = default_pairing(system_a)
-    if m["pairing"] != "auto":
-        pairing = m["pairing"]
+    pairing, rotations = _pairing(system_a, m)
     state = train_matching(
         interp,
         (data_a["train"], data_b["train"]),
@@ -399,36 +427,20 @@ def relative_free_energy(
     n = min(int(m["feat_paths"]), len(data_a["holdout"]), len(data_b["holdout"]))
     if n < 2:
         raise ValueError("relative_free_energy needs data_options n_holdout >= 2")
-    common = dict(
+    dtype = jax.numpy.float32
+    out = _feat(
+        interp,
+        jax.numpy.asarray(data_a["holdout"][:n], dtype),
+        jax.numpy.asarray(data_b["holdout"][:n], dtype),
         log_density_a=lambda x: -beta_a * system_a.energy(x),
         log_density_b=lambda x: -beta_b * system_b.energy(x),
-        n_steps=int(m["feat_steps"]),
-        eps=interp.eps_schedule(float(m["feat_eps"])),
-        zero_com=interp.zero_com,
+        key=k_paths,
+        m=m,
     )
-    k_f, k_r = jax.random.split(k_paths)
-    dtype = jax.numpy.float32
-    x_a = jax.numpy.asarray(data_a["holdout"][:n], dtype)
-    x_b = jax.numpy.asarray(data_b["holdout"][:n], dtype)
-    fwd = forward_paths(interp.velocity, interp.score, x_a, key=k_f, **common)
-    rev = reverse_paths(interp.velocity, interp.score, x_b, key=k_r, **common)
-    out = est.feat(np.asarray(fwd.log_w, np.float64), np.asarray(rev.log_w, np.float64))
-    g = max(
-        1.0,
-        *(d["n_records"] / d["energy_ess"] for d in (data_a, data_b) if d["energy_ess"] > 0),
-    )
-    extra = dict(
-        n_energy_evals_data=float(data_a["n_energy_evals"] + data_b["n_energy_evals"]),
-        n_paths=n,
-        n_steps=int(m["feat_steps"]),
-        eps0=float(m["feat_eps"]),
-        stderr_inflation=math.sqrt(g),
-    )
-    result = {}
-    for name, e in out.items():
-        e.extra.update(extra)
-        result[name] = dataclasses.replace(e, log_z_stderr=e.log_z_stderr * math.sqrt(g))
-    return result
+    data_evals = float(data_a["n_energy_evals"] + data_b["n_energy_evals"])
+    for e in out.values():
+        e.extra["n_energy_evals_data"] = data_evals
+    return inflate(out, inefficiency(data_a, data_b))
 
 
 def sample_metrics(q_x, q_energy, p_x, p_energy, log_w=None) -> dict[str, tuple[float, float]]:
@@ -446,15 +458,9 @@ def sample_metrics(q_x, q_energy, p_x, p_energy, log_w=None) -> dict[str, tuple[
     }
     if log_w is not None:
         w = np.asarray(est.normalised_weights(np.asarray(log_w, np.float64)))
-        ok = finite & np.isfinite(w)
-        out["energy_w2_reweighted"] = (
-            energy_w2(q_energy[ok], p_energy, weights_a=w[ok] / w[ok].sum()),
-            math.nan,
-        )
-        out["distance_w2_reweighted"] = (
-            distance_w2(q_x[ok], p_x, weights_a=w[ok] / w[ok].sum()),
-            math.nan,
-        )
+        ok = finite & np.isfinite(w)  # the metrics normalise the weights themselves
+        out["energy_w2_reweighted"] = (energy_w2(q_energy[ok], p_energy, weights_a=w[ok]), math.nan)
+        out["distance_w2_reweighted"] = (distance_w2(q_x[ok], p_x, weights_a=w[ok]), math.nan)
     return out
 
 
@@ -466,6 +472,8 @@ __all__ = [
     "check_data_sampler",
     "default_pairing",
     "feat_estimates",
+    "inefficiency",
+    "inflate",
     "relative_free_energy",
     "sample_metrics",
     "train_on_data",

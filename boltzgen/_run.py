@@ -19,6 +19,8 @@ from boltzgen._data import (
     check_data_options,
     check_data_sampler,
     feat_estimates,
+    inefficiency,
+    inflate,
     sample_metrics,
     train_on_data,
     training_data,
@@ -656,8 +658,8 @@ def run(
     samples["weights_normalised"] = est.normalised_weights(samples["log_w"])
     timings["estimate"] = time.perf_counter() - t
     observables = {}
-    g = 1.0
     if data is not None:
+        g = inefficiency(data)  # the held-out records are correlated along each chain
         cost = dict(
             n_energy_evals_data=float(data["n_energy_evals"]),
             wall_time_data=data["wall_time"],
@@ -670,13 +672,9 @@ def run(
             derived = _p_sample_estimates(
                 q, system, beta, data["holdout"], q_log_w=samples["log_w"], names=names
             )
-            # The Monte Carlo records are correlated along each chain: inflate the errors of the
-            # estimates that use them by √g, g = records / ESS of their energy trace (≥ 1).
-            g = max(1.0, data["n_records"] / data["energy_ess"]) if data["energy_ess"] > 0 else 1.0
-            for m, e in derived.items():
-                e.extra.update(cost, stderr_inflation=math.sqrt(g))
-                derived[m] = dataclasses.replace(e, log_z_stderr=e.log_z_stderr * math.sqrt(g))
-            estimates.update(derived)
+            for e in derived.values():
+                e.extra.update(cost)
+            estimates.update(inflate(derived, g))
             observables["samples"] = sample_metrics(
                 samples["x"],
                 samples["energy"],
@@ -694,11 +692,8 @@ def run(
                 key=jax.random.fold_in(key, 303),
                 matching_options=matching_options,
             )
-            for m, e in feat.items():  # reverse paths start at the correlated MC records
-                if m in ("feat_reverse", "feat_bar", "feat_lower_bound"):
-                    e.extra.update(stderr_inflation=math.sqrt(g))
-                    feat[m] = dataclasses.replace(e, log_z_stderr=e.log_z_stderr * math.sqrt(g))
-            estimates.update(feat)
+            # The reverse paths start at the correlated Monte Carlo records.
+            estimates.update(inflate(feat, g, ("feat_reverse", "feat_bar", "feat_lower_bound")))
             timings["feat"] = time.perf_counter() - t
 
     refined = {}

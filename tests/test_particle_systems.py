@@ -132,17 +132,23 @@ def _icosahedron(radius):
     return np.vstack([np.zeros((1, 3)), v])
 
 
+def _relax(system, x0):
+    """L-BFGS local minimisation of ``system.energy`` from ``x0`` (N, d) in float64."""
+    shape = x0.shape
+    fun = jax.jit(jax.value_and_grad(lambda f: system.energy(f.reshape(shape))))
+
+    def f(flat):
+        e, g = fun(jnp.asarray(flat))
+        return float(e), np.asarray(g, dtype=float)
+
+    return optimize.minimize(f, x0.ravel(), jac=True, method="L-BFGS-B", tol=1e-14)
+
+
 def test_lj13_global_minimum():
     with jax.enable_x64(True):
         lj = LennardJones(n_particles=13, dim=3, tether=0.0)
         x0 = _icosahedron(1.1) + 0.02 * np.random.default_rng(4).normal(size=(13, 3))
-        fun = jax.jit(jax.value_and_grad(lambda f: lj.energy(f.reshape(13, 3))))
-
-        def f(flat):
-            e, g = fun(jnp.asarray(flat))
-            return float(e), np.asarray(g, dtype=float)
-
-        res = optimize.minimize(f, x0.ravel(), jac=True, method="L-BFGS-B", tol=1e-14)
+        res = _relax(lj, x0)
         assert abs(res.fun - LJ13_GLOBAL_MINIMUM) < 1e-5, res.fun
         # The tethered system at the same geometry adds exactly (1/2)Σ|x − x̄|².
         x = jnp.asarray(res.x.reshape(13, 3))
@@ -170,13 +176,7 @@ def test_lj55_global_minimum():
     with jax.enable_x64(True):
         lj = LennardJones(n_particles=55, dim=3, tether=0.0)
         x0 = _mackay55(2 ** (1 / 6)) + 0.01 * np.random.default_rng(5).normal(size=(55, 3))
-        fun = jax.jit(jax.value_and_grad(lambda f: lj.energy(f.reshape(55, 3))))
-
-        def f(flat):
-            e, g = fun(jnp.asarray(flat))
-            return float(e), np.asarray(g, dtype=float)
-
-        res = optimize.minimize(f, x0.ravel(), jac=True, method="L-BFGS-B", tol=1e-14)
+        res = _relax(lj, x0)
         assert abs(res.fun - LJ55_GLOBAL_MINIMUM) < 1e-5, res.fun
 
 

@@ -296,8 +296,22 @@ class RadialBasisField(eqx.Module):
 PARTICLE_FIELDS = ("rbf", "mlp")
 
 
-def particle_field(kind: str, *, key, hidden, depth, zero_com=False, n_rbf=32, r_max=8.0):
-    """Build a particle field: ``"rbf"`` (:class:`RadialBasisField`) or ``"mlp"``."""
+def make_field(
+    shape, kind: str = "rbf", *, key, hidden, depth, zero_com=False, n_rbf=32, r_max=8.0
+):
+    """The vector field for configurations of ``shape``.
+
+    Particles (N, d), N > 1: ``kind`` = ``"rbf"`` (:class:`RadialBasisField`) or ``"mlp"``
+    (:class:`ParticleField`); any other shape: :class:`MLPField` (``kind`` ignored).
+    ``zero_com`` needs particles (ValueError otherwise).
+    """
+    shape = tuple(shape)
+    if not (len(shape) == 2 and shape[0] > 1):
+        if zero_com:
+            raise ValueError(
+                f"zero_com needs particles, an event shape (N, d) with N > 1; got {shape}"
+            )
+        return MLPField(shape, key=key, hidden=hidden, depth=depth)
     if kind == "rbf":
         return RadialBasisField(
             key=key, hidden=hidden, depth=depth, n_rbf=n_rbf, r_max=r_max, zero_com=zero_com
@@ -395,29 +409,22 @@ class CNF(AbstractSampler):
         r_max: float = 8.0,
     ):
         shape = tuple(int(s) for s in event_shape)
-        particles = len(shape) == 2 and shape[0] > 1
-        if zero_com and not particles:
-            raise ValueError(
-                f"zero_com needs particles, an event shape (N, d) with N > 1; got {shape}"
-            )
         if solver not in SOLVERS:
             raise ValueError(f"unknown CNF solver {solver!r}; valid: {', '.join(SOLVERS)}")
         if n_steps < 1:
             raise ValueError(f"CNF n_steps must be >= 1, got {n_steps}")
         if not base_scale > 0:
             raise ValueError(f"CNF base_scale must be > 0, got {base_scale}")
-        if particles:
-            self.field = particle_field(
-                field,
-                key=key,
-                hidden=hidden,
-                depth=depth,
-                zero_com=zero_com,
-                n_rbf=n_rbf,
-                r_max=r_max,
-            )
-        else:
-            self.field = MLPField(shape, key=key, hidden=hidden, depth=depth)
+        self.field = make_field(
+            shape,
+            field,
+            key=key,
+            hidden=hidden,
+            depth=depth,
+            zero_com=zero_com,
+            n_rbf=n_rbf,
+            r_max=r_max,
+        )
         self.log_scale = jnp.asarray(math.log(base_scale), dtype=jnp.float32)
         self.shape = shape
         self.n_steps = int(n_steps)
@@ -508,5 +515,5 @@ __all__ = [
     "RadialBasisField",
     "SOLVERS",
     "divergence",
-    "particle_field",
+    "make_field",
 ]

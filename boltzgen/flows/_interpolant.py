@@ -36,7 +36,7 @@ from boltzgen.flows._cnf import (
     RadialBasisField,
     centre_batch,
     gaussian_log_prob,
-    particle_field,
+    make_field,
     support_dim,
 )
 from boltzgen.flows._nn import param_dtype
@@ -108,11 +108,6 @@ class Interpolant(eqx.Module):
         r_max: float = 8.0,
     ):
         shape = tuple(int(s) for s in event_shape)
-        particles = len(shape) == 2 and shape[0] > 1
-        if zero_com and not particles:
-            raise ValueError(
-                f"zero_com needs particles, an event shape (N, d) with N > 1; got {shape}"
-            )
         if source not in SOURCES:
             raise ValueError(f"unknown interpolant source {source!r}; valid: {', '.join(SOURCES)}")
         if not gamma_scale >= 0:
@@ -122,13 +117,9 @@ class Interpolant(eqx.Module):
         if not 0.0 < score_t_min < 0.5:
             raise ValueError(f"score_t_min must be in (0, 0.5), got {score_t_min}")
         kb, ke = jax.random.split(key)
-        if particles:
-            kw = dict(hidden=hidden, depth=depth, zero_com=zero_com, n_rbf=n_rbf, r_max=r_max)
-            self.b = particle_field(field, key=kb, **kw)
-            self.eta = particle_field(field, key=ke, **kw)
-        else:
-            self.b = MLPField(shape, key=kb, hidden=hidden, depth=depth)
-            self.eta = MLPField(shape, key=ke, hidden=hidden, depth=depth)
+        kw = dict(hidden=hidden, depth=depth, zero_com=zero_com, n_rbf=n_rbf, r_max=r_max)
+        self.b = make_field(shape, field, key=kb, **kw)
+        self.eta = make_field(shape, field, key=ke, **kw)
         self.shape = shape
         self.gamma_scale = float(gamma_scale)
         self.source = source
