@@ -22,7 +22,7 @@ DATA = dict(n_samples=1024, n_holdout=512, n_chains=64, n_warmup=200, thin=5)
 def check(result, exact):
     for name, e in result.estimates.items():
         if e.kind == "estimate":
-            assert abs(e.log_z - exact) < 4 * e.log_z_stderr + 1e-3, (name, e.log_z, exact)
+            assert abs(e.log_z - exact) < 4 * e.log_z_stderr, (name, e.log_z, exact)
         elif e.kind == "upper_bound":  # on βF: a lower bound on ln Z
             assert e.log_z <= exact + 4 * e.log_z_stderr, (name, e.log_z, exact)
         else:
@@ -50,7 +50,15 @@ def test_flow_matching_zero_com_double_well_pair():
     assert r.estimates["importance"].ess > 200
     check(r, exact)
     obs = r.observables["samples"]
-    assert obs["energy_w2_reweighted"][0] < obs["energy_w2"][0] + 0.5
+    # The metrics themselves are checked against closed forms in test_particle_mcmc.py; here
+    # the run must report all four, finite.
+    assert set(obs) == {
+        "energy_w2",
+        "distance_w2",
+        "energy_w2_reweighted",
+        "distance_w2_reweighted",
+    }
+    assert all(np.isfinite(v) and v >= 0 for v, _ in obs.values())
     assert r.timings["data"] > 0 and r.estimates["bar_data"].extra["n_energy_evals_data"] > 0
     assert np.max(np.abs(np.mean(r.samples["x"], axis=1))) < 1e-4  # centred samples
 
@@ -147,7 +155,7 @@ def test_relative_free_energy_two_temperatures():
     }
     for name, e in est.items():
         if e.kind == "estimate":
-            assert abs(e.log_z - exact) < 4 * e.log_z_stderr + 1e-3, (name, e.log_z, exact)
+            assert abs(e.log_z - exact) < 4 * e.log_z_stderr, (name, e.log_z, exact)
     assert est["feat_upper_bound"].log_z <= exact + 4 * est["feat_upper_bound"].log_z_stderr
     assert est["feat_lower_bound"].log_z >= exact - 4 * est["feat_lower_bound"].log_z_stderr
 
