@@ -166,6 +166,7 @@ def main():
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--n-steps", type=int, default=20, help="RK4 steps of the CNF")
     p.add_argument("--n-rbf", type=int, default=32)
+    p.add_argument("--field", default="rbf", help="particle field: rbf | env | egnn | mlp")
     p.add_argument("--r-max", type=float, default=None, help="default 9 (dw4), 4 (lj13)")
     p.add_argument("--base-scale", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=3000, help="flow-matching steps")
@@ -253,6 +254,7 @@ def main():
         n_steps=args.n_steps,
         n_rbf=args.n_rbf,
         r_max=r_max,
+        field=args.field,
         base_scale=args.base_scale,
     )
     q = make_sampler("cnf", system, key=k_init, **sampler_options)
@@ -377,7 +379,7 @@ def main():
     print(bar)
     print(f"{name} (ε = {eps:g}, β = {beta:g}): flow matching CNF vs tuned MCMC at equal budget")
     print(
-        f"flow: hidden {args.hidden}, depth {args.depth}, RK4 steps {args.n_steps}, n_rbf "
+        f"flow: field {args.field}, hidden {args.hidden}, depth {args.depth}, RK4 steps {args.n_steps}, n_rbf "
         f"{args.n_rbf}, r_max {r_max:g}, base σ {args.base_scale:g}; {args.steps} steps × batch "
         f"{args.batch_size}, lr {args.lr:g}; data {args.n_data}+{args.n_holdout} "
         f"({args.data_chains} chains, warm-up {args.data_warmup}, thin {args.data_thin}, "

@@ -208,9 +208,11 @@ SAMPLERS: dict[str, SamplerEntry] = {
                 str,
                 "rbf",
                 "particle field: 'rbf' (radial basis functions of the distances, coefficients "
-                "from one MLP of t) or 'mlp' (an MLP per pair; 5-17x slower)",
+                "from one MLP of t), 'mlp' (an MLP per pair; 5-17x slower), 'env' (many-body: "
+                "pair coefficients from the radial environments of both particles, closed-form "
+                "trace) or 'egnn' (message passing, trace by N*d JVPs: slowest)",
             ),
-            "n_rbf": (int, 32, "radial basis functions of the 'rbf' field"),
+            "n_rbf": (int, 32, "radial basis functions of the particle fields"),
             "r_max": (_NUM, 8.0, "largest radial-basis centre (length units of the system)"),
             "base_scale": (_NUM, 1.0, "initial scale σ of the iid Gaussian base (trainable)"),
             "zero_com": (
