@@ -60,6 +60,7 @@ mean ± sd over subsets / 3 MCMC seeds; floor = exact sampler ≈ 0.10–0.12 DW
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import shlex
@@ -84,7 +85,7 @@ from boltzgen._run import (  # noqa: E402
 from boltzgen.estimators._metrics import distance_w2, energy_w2  # noqa: E402
 from boltzgen.flows import make_sampler  # noqa: E402
 from boltzgen.mcmc._particles import mcmc_at_budget  # noqa: E402
-from boltzgen.train import make_optimizer  # noqa: E402
+from boltzgen.train import make_optimizer, train  # noqa: E402
 
 #: Published equal-budget MCMC energy-W2 (PHYSICS.md; iDEM's in brackets), for orientation.
 PUBLISHED = {"dw4": (0.148, 0.435), "lj13": (0.516, 5.204)}
@@ -191,6 +192,20 @@ def main():
     p.add_argument("--ref-seed", type=int, default=0, help="seed the reference was built with")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="npz file for the q samples and weights")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="equinox file of the trained CNF: loaded if it exists (training skipped), else saved",
+    )
+    p.add_argument("--eval-steps", type=int, default=None, help="RK4 steps when sampling q")
+    p.add_argument(
+        "--rkl-steps", type=int, default=0, help="reverse-KL fine-tuning steps after matching"
+    )
+    p.add_argument("--rkl-batch", type=int, default=64, help="samples of q per reverse-KL step")
+    p.add_argument("--rkl-lr", type=float, default=1e-4)
+    p.add_argument(
+        "--rkl-soften", type=float, default=0.8, help="LJ core linearised below (training only)"
+    )
     args = p.parse_args()
 
     t_all = time.perf_counter()
@@ -258,19 +273,62 @@ def main():
         base_scale=args.base_scale,
     )
     q = make_sampler("cnf", system, key=k_init, **sampler_options)
-    q, _, history = train_on_data(
-        "flow_matching",
-        q,
-        system,
-        np.asarray(data["train"]),
-        key=k_train,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        optimizer=make_optimizer(args.lr, args.steps, args.clip),
-        sampler_options=sampler_options,
-        matching_options={"pairing": args.pairing},
-        progress=True,
-    )
+    history = {}
+    if args.model and os.path.exists(args.model):
+        q = eqx.tree_deserialise_leaves(args.model, q)
+        print(f"model: loaded {args.model} (training skipped)")
+    else:
+        q, _, history = train_on_data(
+            "flow_matching",
+            q,
+            system,
+            np.asarray(data["train"]),
+            key=k_train,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            optimizer=make_optimizer(args.lr, args.steps, args.clip),
+            sampler_options=sampler_options,
+            matching_options={"pairing": args.pairing},
+            progress=True,
+        )
+        if args.model:
+            eqx.tree_serialise_leaves(args.model, q)
+    n_rkl_evals = 0
+    if args.rkl_steps:
+        # Energy-based fine-tuning: reverse KL through the ODE (reparametrised, exact log q),
+        # on the softened core (training only; estimates use the exact potential). Each step
+        # costs rkl_batch energy+gradient evaluations, counted in the flow's budget.
+        t_rkl = time.perf_counter()
+        soft = system
+        if args.rkl_soften and hasattr(system, "soften"):
+            soft = dataclasses.replace(system, soften=args.rkl_soften)
+        state = train(
+            q,
+            soft.energy,
+            beta,
+            key=jax.random.fold_in(k_train, 7),
+            steps=args.rkl_steps,
+            batch_size=args.rkl_batch,
+            optimizer=make_optimizer(args.rkl_lr, args.rkl_steps, args.clip),
+            progress=True,
+        )
+        q = state.sampler
+        n_rkl_evals = args.rkl_steps * args.rkl_batch
+        ess_hist = np.asarray(state.history["ess_fraction"])
+        k = max(1, ess_hist.size // 10)
+        print(
+            f"reverse KL: {args.rkl_steps} steps × {args.rkl_batch} in "
+            f"{time.perf_counter() - t_rkl:.1f} s; batch ESS fraction first "
+            f"{ess_hist[:k].mean():.4f}, last {ess_hist[-k:].mean():.4f}"
+        )
+        timings["reverse KL"] = time.perf_counter() - t_rkl
+        if args.model:
+            eqx.tree_serialise_leaves(args.model + f".rkl{args.rkl_steps}", q)
+    if args.eval_steps:  # same field and base, another fixed RK4 step count
+        fresh = make_sampler(
+            "cnf", system, key=k_init, **(sampler_options | {"n_steps": args.eval_steps})
+        )
+        q = eqx.tree_at(lambda c: (c.field, c.log_scale), fresh, (q.field, q.log_scale))
     timings["flow matching"] = time.perf_counter() - t
     loss = np.asarray(history.get("loss", []))
     if loss.size:
@@ -343,7 +401,7 @@ def main():
     timings["W2"] = time.perf_counter() - t
 
     # 6. MCMC at equal budget
-    budget = n_data_evals + args.n_q
+    budget = n_data_evals + args.n_q + n_rkl_evals
     mcmc_rows = []
     if not args.no_mcmc:
         t = time.perf_counter()
@@ -379,14 +437,16 @@ def main():
     print(bar)
     print(f"{name} (ε = {eps:g}, β = {beta:g}): flow matching CNF vs tuned MCMC at equal budget")
     print(
-        f"flow: field {args.field}, hidden {args.hidden}, depth {args.depth}, RK4 steps {args.n_steps}, n_rbf "
+        f"flow: field {args.field}, hidden {args.hidden}, depth {args.depth}, RK4 steps "
+        f"{args.eval_steps or args.n_steps}, n_rbf "
         f"{args.n_rbf}, r_max {r_max:g}, base σ {args.base_scale:g}; {args.steps} steps × batch "
         f"{args.batch_size}, lr {args.lr:g}; data {args.n_data}+{args.n_holdout} "
         f"({args.data_chains} chains, warm-up {args.data_warmup}, thin {args.data_thin}, "
         f"L {args.data_leapfrog}); seed {args.seed}"
     )
     print(
-        f"budget: MCMC data {n_data_evals:.4g} energy+grad + {args.n_q} energy (weights) = "
+        f"budget: MCMC data {n_data_evals:.4g} energy+grad + {n_rkl_evals} reverse-KL energy+grad "
+        f"+ {args.n_q} energy (weights) = "
         f"{budget:.4g} evaluations"
     )
     top = np.argsort(np.where(finite, log_w, -np.inf))[::-1][:5]

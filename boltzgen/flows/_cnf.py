@@ -346,7 +346,9 @@ class EGNNLayer(eqx.Module):
         rbf = _gaussian_rbf(r2, n_rbf, r_max)
         # the first edge layer on [h_i, h_j, φ(r_ij)], split so no (N, N, 2h + K) concat is built
         a = (h @ self.w_src)[:, None, :] + (h @ self.w_dst)[None, :, :] + rbf @ self.w_edge
-        m = jax.nn.silu(jax.nn.silu(a + self.b_edge[None, None]) @ self.w_msg + self.b_msg[None, None])
+        m = jax.nn.silu(
+            jax.nn.silu(a + self.b_edge[None, None]) @ self.w_msg + self.b_msg[None, None]
+        )
         m = m * off[:, :, None]
         # bounded coordinate update: |x_i − x_j|/(r_ij + 1) < 1 and |tanh| < 1
         c = jnp.tanh(m @ self.w_coord + self.b_coord) * off
