@@ -212,6 +212,27 @@ def _pairwise_trace(coefficients, zero_com: bool):
     return one_body + jnp.sum(d * eta + 2.0 * deta * r2)
 
 
+def _radial_basis(r2, n_rbf: int, r_max: float):
+    """(φ_k(s), dφ_k/d(r²)), k < K, s = √(r² + δ²), for squared distances r2 → (..., K).
+
+    φ_k(s) = exp(−(s − μ_k)²/(2w²)), μ_k = k·r_max/(K − 1), w = δ = r_max/(K − 1).
+    """
+    width = r_max / (n_rbf - 1)
+    mu = jnp.linspace(0.0, r_max, n_rbf, dtype=r2.dtype).reshape((1,) * r2.ndim + (n_rbf,))
+    s = jnp.sqrt(r2 + width * width)[..., None]
+    z = (s - mu) / width
+    phi = jnp.exp(-0.5 * z * z)
+    return phi, phi * (-z / width) / (2.0 * s)
+
+
+def _check_basis(n_rbf: int, r_max: float) -> None:
+    """ValueError unless n_rbf ≥ 2 and r_max > 0 (the radial basis needs both)."""
+    if n_rbf < 2:
+        raise ValueError(f"n_rbf must be >= 2, got {n_rbf}")
+    if not r_max > 0:
+        raise ValueError(f"r_max must be > 0, got {r_max}")
+
+
 def _time_features(t, dtype):
     """[t, cos(kπt), sin(kπt)] for k = 1..4: a smooth embedding of t ∈ [0, 1]."""
     t = jnp.asarray(t, dtype=dtype)
@@ -251,10 +272,7 @@ class RadialBasisField(eqx.Module):
     def __init__(
         self, *, key, hidden, depth, n_rbf: int = 32, r_max: float = 8.0, zero_com: bool = False
     ):
-        if n_rbf < 2:
-            raise ValueError(f"n_rbf must be >= 2, got {n_rbf}")
-        if not r_max > 0:
-            raise ValueError(f"r_max must be > 0, got {r_max}")
+        _check_basis(n_rbf, r_max)
         self.coeff = zero_last_mlp(9, 2 * n_rbf, hidden, depth, key=key)
         self.n_rbf = int(n_rbf)
         self.r_max = float(r_max)
@@ -262,14 +280,7 @@ class RadialBasisField(eqx.Module):
 
     def _basis(self, r2):
         """(φ_k(s), dφ_k/d(r²)) for squared distances r2 (any shape) → (..., K)."""
-        width = self.r_max / (self.n_rbf - 1)
-        mu = jnp.linspace(0.0, self.r_max, self.n_rbf, dtype=r2.dtype).reshape(
-            (1,) * r2.ndim + (self.n_rbf,)
-        )
-        s = jnp.sqrt(r2 + width * width)[..., None]
-        z = (s - mu) / width
-        phi = jnp.exp(-0.5 * z * z)
-        return phi, phi * (-z / width) / (2.0 * s)
+        return _radial_basis(r2, self.n_rbf, self.r_max)
 
     def _coefficients(self, t, x):
         """ξ_i, η_ij, their derivatives in r² (η diagonal masked), pair differences, r²_ij."""
@@ -293,11 +304,8 @@ class RadialBasisField(eqx.Module):
 
 
 def _gaussian_rbf(r2, n_rbf: int, r_max: float):
-    """Φ_k(√(r² + δ²)), k < K: the radial basis of :class:`RadialBasisField` (no derivative)."""
-    width = r_max / (n_rbf - 1)
-    mu = jnp.linspace(0.0, r_max, n_rbf, dtype=r2.dtype).reshape((1,) * r2.ndim + (n_rbf,))
-    z = (jnp.sqrt(r2 + width * width)[..., None] - mu) / width
-    return jnp.exp(-0.5 * z * z)
+    """Φ_k(√(r² + δ²)), k < K: :func:`_radial_basis` without the derivative."""
+    return _radial_basis(r2, n_rbf, r_max)[0]
 
 
 def _dense(key, n_in: int, n_out: int, *, zero: bool = False):
@@ -398,10 +406,7 @@ class EGNNField(eqx.Module):
     def __init__(
         self, *, key, hidden, depth, n_rbf: int = 16, r_max: float = 4.0, zero_com: bool = False
     ):
-        if n_rbf < 2:
-            raise ValueError(f"n_rbf must be >= 2, got {n_rbf}")
-        if not r_max > 0:
-            raise ValueError(f"r_max must be > 0, got {r_max}")
+        _check_basis(n_rbf, r_max)
         if depth < 1:
             raise ValueError(f"EGNN depth (message-passing layers) must be >= 1, got {depth}")
         k0, *ks = jax.random.split(key, depth + 1)
@@ -506,23 +511,13 @@ class EnvironmentField(eqx.Module):
         self.n_rbf, self.n_env, self.r_max = int(n_rbf), int(n_env), float(r_max)
         self.zero_com = bool(zero_com)
 
-    def _shells(self, r2):
-        """(φ_m(s), dφ_m/d(r²)) of the M environment shells, (..., M)."""
-        width = self.r_max / (self.n_env - 1)
-        mu = jnp.linspace(0.0, self.r_max, self.n_env, dtype=r2.dtype)
-        mu = mu.reshape((1,) * r2.ndim + (self.n_env,))
-        s = jnp.sqrt(r2 + width * width)[..., None]
-        z = (s - mu) / width
-        phi = jnp.exp(-0.5 * z * z)
-        return phi, phi * (-z / width) / (2.0 * s)
-
     def _pair(self, t, x, trace: bool):
         """η_ij (diagonal 0), with ``trace`` also D f·u per pair (see above), and x_i − x_j."""
         n = x.shape[0]
         diff = x[:, None, :] - x[None, :, :]
         r2 = jnp.sum(diff * diff, axis=-1)
         off = 1.0 - jnp.eye(n, dtype=x.dtype)
-        phi, dphi = self._shells(r2)
+        phi, dphi = _radial_basis(r2, self.n_env, self.r_max)  # the M shells
         phi, dphi = phi * off[..., None], dphi * off[..., None]
         env = jnp.sum(phi, axis=1)  # (N, M): s_i
         w_r = self.w_in[: self.n_rbf]
