@@ -272,6 +272,13 @@ def test_registry_zero_com_for_translation_invariant_systems():
         make_sampler("realnvp", dw4, key=jax.random.key(0))
     with pytest.raises(ValueError, match="zero_com needs particles"):
         CNF((4,), key=jax.random.key(0), zero_com=True)
+    for kind, cls in (("env", EnvironmentField), ("egnn", EGNNField)):
+        q = make_sampler("cnf", dw4, key=jax.random.key(0), hidden=8, depth=1, field=kind)
+        assert isinstance(q.field, cls) and q.field.zero_com
+    with pytest.raises(ValueError, match="unknown particle field 'gnn'.*env, egnn"):
+        make_sampler("cnf", dw4, key=jax.random.key(0), field="gnn")
+    with pytest.raises(ValueError, match="n_rbf must be >= 2, got 1"):
+        make_sampler("cnf", dw4, key=jax.random.key(0), field="env", n_rbf=1)
 
 
 def test_centre_of_mass_split_normalised_and_consistent():
