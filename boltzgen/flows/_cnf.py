@@ -636,8 +636,9 @@ class CNF(AbstractSampler):
     (permutation- and rotation-equivariant, so q is permutation- and rotation-invariant):
     :class:`RadialBasisField` (``field="rbf"``, the default: radial basis functions of the
     distances with time-dependent coefficients) or :class:`ParticleField` (``field="mlp"``:
-    per-pair MLPs, 5–17× slower); otherwise :class:`MLPField`. All start at v ≡ 0
-    (q = base).
+    per-pair MLPs, 5–17× slower), or a many-body equivariant field, :class:`EnvironmentField`
+    (``field="env"``: closed-form trace) or :class:`EGNNField` (``field="egnn"``: trace by N·d
+    JVPs); otherwise :class:`MLPField`. All start at v ≡ 0 (q = base).
 
     Zero centre of mass (``zero_com=True``, particles only): for translation-invariant systems
     (DW4, Lennard-Jones clusters) Z over all coordinates diverges and q lives on the
@@ -661,7 +662,7 @@ class CNF(AbstractSampler):
         solver: one of :data:`SOLVERS` ("rk4", "tsit5", "dopri5", "heun", "midpoint", "euler").
         base_scale: σ of the isotropic Gaussian base.
         zero_com: work on the zero-centre-of-mass subspace (event shape (N, d), N > 1).
-        field: particle field, ``"rbf"`` or ``"mlp"`` (see above).
+        field: particle field, ``"rbf"``, ``"mlp"``, ``"env"`` or ``"egnn"`` (see above).
         n_rbf: radial basis functions of the ``"rbf"`` field.
         r_max: largest radial-basis centre of the ``"rbf"`` field (length units).
     """

@@ -77,7 +77,7 @@ class Interpolant(eqx.Module):
         base_scale: σ of the Gaussian source (fixed, not trained).
         zero_com: work on the zero-centre-of-mass subspace (event shape (N, d), N > 1).
         score_t_min: the clip t_min of :meth:`score` (0 < t_min < ½).
-        field: particle field kind, ``"rbf"`` or ``"mlp"`` (see :class:`CNF`).
+        field: particle field, ``"rbf"``, ``"mlp"``, ``"env"`` or ``"egnn"`` (see :class:`CNF`).
         n_rbf: radial basis functions of the ``"rbf"`` field.
         r_max: largest radial-basis centre of the ``"rbf"`` field.
     """
