@@ -342,18 +342,19 @@ def main():
 
     # 4. samples of q, weights, ln Z
     t = time.perf_counter()
-    s = sample_log_weights(q, system, beta, args.n_q, key=k_est, chunk_size=4096, progress=True)
+    chunk = min(4096, args.n_q)
+    s = sample_log_weights(q, system, beta, args.n_q, key=k_est, chunk_size=chunk, progress=True)
     log_w = s["log_w"]
     # The same samples with their float32 log q from the forward solve (sample_log_weights
     # uses the same keys): |Δ ln q| against the float64 backward solve checks "exact" log q.
     lq_fwd = np.concatenate(
         [
             np.asarray(
-                eqx.filter_jit(lambda k, m: m.sample_and_log_prob(4096, key=k))(
+                eqx.filter_jit(lambda k, m: m.sample_and_log_prob(chunk, key=k))(
                     jax.random.fold_in(k_est, i), q
                 )[1]
             )
-            for i in range(-(-args.n_q // 4096))
+            for i in range(-(-args.n_q // chunk))
         ]
     )[: args.n_q]
     d_lq = np.abs(lq_fwd.astype(np.float64) - s["log_q"])
