@@ -29,14 +29,15 @@ def check(result, exact):
             assert e.log_z >= exact - 4 * e.log_z_stderr, (name, e.log_z, exact)
 
 
-def test_flow_matching_zero_com_double_well_pair():
+def _dw_pair_run(objective: str, **kw):
+    """Two DW particles in 2-D (zero-COM CNF), trained by ``objective`` on small HMC data."""
     system = DoubleWellParticles(n_particles=2, dim=2)
     r = bg.run(
         system,
         1.0,
         sampler="cnf",
         sampler_options=SMALL,
-        objective="flow_matching",
+        objective=objective,
         steps=100,
         batch_size=128,
         n_samples=2048,
@@ -44,7 +45,13 @@ def test_flow_matching_zero_com_double_well_pair():
         reference="none",
         data_options=DATA,
         progress=False,
+        **kw,
     )
+    return system, r
+
+
+def test_flow_matching_zero_com_double_well_pair():
+    system, r = _dw_pair_run("flow_matching")
     exact = dw_pair_log_z(system, 1.0)
     assert {"forward_bound_data", "reverse_importance_data", "bar_data"} <= set(r.estimates)
     assert r.estimates["importance"].ess > 200
@@ -163,21 +170,6 @@ def test_relative_free_energy_two_temperatures():
 @pytest.mark.slow
 def test_interpolant_feat_zero_com_double_well_pair():
     """Interpolant + FEAT on the zero-COM subspace: two DW particles vs the exact quadrature."""
-    system = DoubleWellParticles(n_particles=2, dim=2)
-    r = bg.run(
-        system,
-        1.0,
-        sampler="cnf",
-        sampler_options=SMALL,
-        objective="interpolant",
-        steps=100,
-        batch_size=128,
-        n_samples=2048,
-        refine="none",
-        reference="none",
-        data_options=DATA,
-        matching_options=dict(feat_paths=512, feat_steps=20),
-        progress=False,
-    )
+    system, r = _dw_pair_run("interpolant", matching_options=dict(feat_paths=512, feat_steps=20))
     assert "feat_bar" in r.estimates
     check(r, dw_pair_log_z(system, 1.0))
