@@ -196,7 +196,7 @@ def sample_log_weights(
     those exact points in float64, so the log-weights carry no float32 round-off of the
     network's log-determinant or of the 1/r energy.
     """
-    sample = eqx.filter_jit(lambda k, s: s.sample_and_log_prob(chunk_size, key=k)[0])
+    sample = eqx.filter_jit(lambda k, s: s.sample(chunk_size, key=k))
 
     with jax.enable_x64(True):
         evaluate = eqx.filter_jit(lambda s, x: (s.log_prob(x), jax.vmap(system.energy)(x)))
@@ -280,16 +280,28 @@ def estimate_all(samples: dict, *, seed: int = 0, n_boot: int = 200) -> dict[str
     }
 
 
-def _log_q_and_energy(sampler, system, x) -> tuple[np.ndarray, np.ndarray]:
-    """Return ln q(x) and E(x) of a batch of configurations, evaluated in float64."""
+def _log_q_and_energy(sampler, system, x, chunk_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Return ln q(x) and E(x) of a batch of configurations, evaluated in float64.
+
+    Evaluated in chunks of at most ``chunk_size`` configurations (bounded memory: the exact
+    trace of a many-body CNF field holds N·d tangents per configuration).
+    """
+    x = np.asarray(x)
+    lqs, es = [], []
     with jax.enable_x64(True):
-        xd = jnp.asarray(np.asarray(x), jnp.float64)
-        lq = eqx.filter_jit(lambda s, y: s.log_prob(y))(sampler, xd)
-        e = jax.vmap(system.energy)(xd)
-        return np.asarray(lq, np.float64), np.asarray(e, np.float64)
+        evaluate = eqx.filter_jit(lambda s, y: (s.log_prob(y), jax.vmap(system.energy)(y)))
+        for i in range(0, len(x), chunk_size):
+            lq, e = evaluate(sampler, jnp.asarray(x[i : i + chunk_size], jnp.float64))
+            lqs.append(np.asarray(lq, np.float64))
+            es.append(np.asarray(e, np.float64))
+    if not lqs:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(lqs), np.concatenate(es)
 
 
-def _p_sample_estimates(sampler, system, beta, x, log_w_p=None, *, q_log_w=None, names=None):
+def _p_sample_estimates(
+    sampler, system, beta, x, log_w_p=None, *, q_log_w=None, names=None, log_q_energy=None
+):
     """Estimates that need samples of p: lower bound, reverse IS and BAR between q and p.
 
     The lower bound works with weighted samples; reverse importance sampling and BAR need
@@ -305,9 +317,12 @@ def _p_sample_estimates(sampler, system, beta, x, log_w_p=None, *, q_log_w=None,
             with equilibrium samples of p they give BAR with works W_F = −w, W_R = w(x_p).
         names: method names of ``forward_bound``, ``reverse_importance`` and ``bar`` (default:
             those names).
+        log_q_energy: (ln q(x), E(x)) in float64 if already computed (else evaluated here).
     """
     names = {m: m for m in ("forward_bound", "reverse_importance", "bar")} | (names or {})
-    lq, e = _log_q_and_energy(sampler, system, x)
+    if log_q_energy is None:
+        log_q_energy = _log_q_and_energy(sampler, system, x)
+    lq, e = log_q_energy
     w_p = -beta * e - lq  # −u − ln q at the p-samples
     m = names
     out = {m["forward_bound"]: est.forward_bound(-w_p, log_w_p, method=m["forward_bound"])}
