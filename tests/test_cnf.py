@@ -335,3 +335,20 @@ def test_run_cnf_two_particle_coulomb_gas_matches_exact(zero_com):
     assert e.ess > 100
     assert abs(e.log_z - r.exact_log_z) < 4 * e.log_z_stderr, (e.log_z, e.log_z_stderr)
     assert r.estimates["variational"].log_z <= r.exact_log_z
+
+
+def test_log_q_and_energy_chunks_agree():
+    """The float64 evaluation of p-samples in chunks equals one batch (and 0 points → empty)."""
+    from boltzgen._run import _log_q_and_energy
+
+    system = CoulombGas(3, 2)
+    cnf = randomise(make(PARTICLES, field="rbf"), seed=5, scale=SCALE["rbf"])
+    x = np.asarray(jax.random.normal(jax.random.key(2), (7, *PARTICLES)))
+    lq, e = _log_q_and_energy(cnf, system, x)
+    lq_c, e_c = _log_q_and_energy(cnf, system, x, chunk_size=3)
+    assert lq.shape == e.shape == (7,) and lq.dtype == np.float64
+    assert_allclose(lq_c, lq, rtol=0.0, atol=1e-10)
+    assert_allclose(e_c, e, rtol=0.0, atol=1e-10)
+    assert_allclose(lq, np.asarray(cnf.log_prob(jnp.asarray(x))), rtol=0.0, atol=1e-4)
+    empty = _log_q_and_energy(cnf, system, x[:0])
+    assert empty[0].shape == empty[1].shape == (0,)
