@@ -189,6 +189,12 @@ def main():
     p.add_argument("--pairing", default="auto", help="auto | aligned | ot | independent | ...")
     # evaluation
     p.add_argument("--n-q", type=int, default=8192, help="samples of q with exact log q")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=4096,
+        help="configurations per exact-log-q batch (memory: use 1024 for the egnn field)",
+    )
     p.add_argument("--n-eval", type=int, default=1000, help="samples per W2 (as the MCMC)")
     p.add_argument("--subsets", type=int, default=5)
     p.add_argument("--mcmc-repeats", type=int, default=3)
@@ -359,7 +365,7 @@ def main():
 
     # 4. samples of q, weights, ln Z
     t = time.perf_counter()
-    chunk = min(4096, args.n_q)
+    chunk = min(args.chunk, args.n_q)
     s = sample_log_weights(q, system, beta, args.n_q, key=k_est, chunk_size=chunk, progress=True)
     log_w = s["log_w"]
     # The first --check-n samples again with their float32 log q from the forward solve
@@ -381,7 +387,7 @@ def main():
     ho = np.asarray(data["holdout"])[: args.eval_holdout]
     if len(ho):
         names = {k: f"{k}_data" for k in ("forward_bound", "reverse_importance", "bar")}
-        lq_p, e_p = _log_q_and_energy(q, system, ho)
+        lq_p, e_p = _log_q_and_energy(q, system, ho, chunk_size=args.chunk)
         ests.update(
             _p_sample_estimates(
                 q, system, beta, ho, q_log_w=log_w, names=names, log_q_energy=(lq_p, e_p)

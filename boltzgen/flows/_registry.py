@@ -215,6 +215,12 @@ SAMPLERS: dict[str, SamplerEntry] = {
             "n_rbf": (int, 32, "radial basis functions of the particle fields"),
             "r_max": (_NUM, 8.0, "largest radial-basis centre (length units of the system)"),
             "base_scale": (_NUM, 1.0, "initial scale σ of the iid Gaussian base (trainable)"),
+            "max_batch": (
+                int,
+                0,
+                "configurations per vectorised ODE solve, larger batches in sequence (bounds "
+                "memory); 0 = automatic: 256 for 'egnn', unlimited otherwise",
+            ),
             "zero_com": (
                 (bool, str),
                 "auto",
