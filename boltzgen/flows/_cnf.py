@@ -767,37 +767,28 @@ class CNF(AbstractSampler):
     def _velocity(self, t, x, args):
         return self.field(t, x)
 
-    def _solve_state(self, x, t0, t1):
-        """Integrate x alone (no divergence) from t0 to t1 for ONE configuration."""
+    def _integrate(self, vector_field, y0, t0, t1):
+        """``n_steps`` fixed steps of the solver for dy/dt = vector_field(t, y, args); y(t1)."""
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(self._velocity),
+            diffrax.ODETerm(vector_field),
             SOLVERS[self.solver](),
             t0=t0,
             t1=t1,
             dt0=(t1 - t0) / self.n_steps,
-            y0=x,
+            y0=y0,
             stepsize_controller=diffrax.ConstantStepSize(),
             max_steps=self.n_steps,
             saveat=diffrax.SaveAt(t1=True),
         )
-        return sol.ys[0]
+        return jax.tree_util.tree_map(lambda y: y[0], sol.ys)
+
+    def _solve_state(self, x, t0, t1):
+        """Integrate x alone (no divergence) from t0 to t1 for ONE configuration."""
+        return self._integrate(self._velocity, x, t0, t1)
 
     def _solve(self, x, t0, t1):
         """Integrate [x, ℓ] with ℓ(t0) = 0 from t0 to t1 for ONE configuration; return (x, ℓ)."""
-        dt0 = (t1 - t0) / self.n_steps
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(self._augmented),
-            SOLVERS[self.solver](),
-            t0=t0,
-            t1=t1,
-            dt0=dt0,
-            y0=(x, jnp.zeros((), x.dtype)),
-            stepsize_controller=diffrax.ConstantStepSize(),
-            max_steps=self.n_steps,
-            saveat=diffrax.SaveAt(t1=True),
-        )
-        x1, ell = sol.ys
-        return x1[0], ell[0]
+        return self._integrate(self._augmented, (x, jnp.zeros((), x.dtype)), t0, t1)
 
     def forward(self, z: Float[Array, "..."]) -> tuple[Float[Array, "..."], Float[Array, ""]]:
         """X(1) from x(0) = z on ONE configuration, with ∫₀¹ tr(∂v/∂x) dt = ln|det ∂x(1)/∂z|."""
