@@ -810,8 +810,8 @@ class CNF(AbstractSampler):
         """Draw ``n`` samples without log q: the same x as ``sample_and_log_prob`` (same key).
 
         Only the state is integrated (the x-part of the augmented ODE does not depend on ℓ), so
-        no divergence is computed: for the ``"egnn"`` field, whose exact trace costs N·d JVPs,
-        this is tens of times cheaper. Pair it with ``log_prob`` (the backward solve) to get
+        no divergence is computed (for the ``"egnn"`` field that skips N·d JVPs per field
+        evaluation). Pair it with ``log_prob`` (the backward solve) to get
         weights, as :func:`boltzgen.sample_log_weights` does.
         """
         z = self.sample_base(n, key=key)
