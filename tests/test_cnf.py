@@ -343,13 +343,13 @@ def test_log_q_and_energy_chunks_agree():
 
     system = CoulombGas(3, 2)
     cnf = randomise(make(PARTICLES, field="rbf"), seed=5, scale=SCALE["rbf"])
-    x = np.asarray(jax.random.normal(jax.random.key(2), (7, *PARTICLES)))
+    x = np.asarray(jax.random.normal(jax.random.key(2), (BATCH, *PARTICLES)))
     lq, e = _log_q_and_energy(cnf, system, x)
-    lq_c, e_c = _log_q_and_energy(cnf, system, x, chunk_size=3)
-    assert lq.shape == e.shape == (7,) and lq.dtype == np.float64
+    lq_c, e_c = _log_q_and_energy(cnf, system, x, chunk_size=BATCH // 2)
+    assert lq.shape == e.shape == (BATCH,) and lq.dtype == np.float64
     assert_allclose(lq_c, lq, rtol=0.0, atol=1e-10)
     assert_allclose(e_c, e, rtol=0.0, atol=1e-10)
-    assert_allclose(lq, np.asarray(cnf.log_prob(jnp.asarray(x))), rtol=0.0, atol=1e-4)
+    assert_allclose(lq, _log_prob(cnf, jnp.asarray(x)), rtol=0.0, atol=1e-4)
     empty = _log_q_and_energy(cnf, system, x[:0])
     assert empty[0].shape == empty[1].shape == (0,)
 
