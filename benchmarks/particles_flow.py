@@ -237,6 +237,8 @@ def main():
         "--rkl-soften", type=float, default=0.8, help="LJ core linearised below (training only)"
     )
     args = p.parse_args()
+    if args.check_n < 1:
+        p.error(f"--check-n must be >= 1, got {args.check_n}")
 
     t_all = time.perf_counter()
     timings = {}
