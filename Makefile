@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/boltzgen run --out runs/out/default.h5
+	$(BIN)/boltzgen run --force --out runs/out/default.h5
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

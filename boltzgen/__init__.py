@@ -6,17 +6,18 @@ p(x) ∝ exp(−βE(x)) and turns samples into free energies with error bars and
 Example:
     >>> import boltzgen as bg
     >>> system = bg.systems.CoulombGas(n_particles=6, dim=2)
-    >>> result = bg.run(system, beta=10.0, steps=2000)            # doctest: +SKIP
+    >>> result = bg.run(system, beta=10.0)                         # doctest: +SKIP
     >>> result.estimates["importance"].log_z                       # doctest: +SKIP
     >>> result.save("out.h5")                                      # doctest: +SKIP
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from boltzgen import estimators, flows, mcmc, systems, train
+from boltzgen import estimators, flows, mcmc, references, stages, systems, train
 from boltzgen._curve import run_curve
-from boltzgen._data import relative_free_energy
-from boltzgen._run import run, sample_log_weights
+from boltzgen._estimation import Estimation, sample_log_weights
+from boltzgen._relative import relative_free_energy
+from boltzgen._run import run
 from boltzgen.estimators import Estimate
 from boltzgen.results import Result
 
@@ -27,14 +28,17 @@ except PackageNotFoundError:  # pragma: no cover
 
 __all__ = [
     "Estimate",
+    "Estimation",
     "Result",
     "estimators",
     "flows",
     "mcmc",
+    "references",
+    "relative_free_energy",
     "run",
     "run_curve",
-    "relative_free_energy",
     "sample_log_weights",
+    "stages",
     "systems",
     "train",
     "__version__",

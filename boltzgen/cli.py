@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--resume", action="store_true", help="continue training from OUT.ckpt if it exists"
     )
+    r.add_argument("--force", action="store_true", help="overwrite an existing results file")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sub.add_parser("systems", help="list the built-in systems and their parameters")
@@ -80,71 +81,51 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_run(args) -> int:
-    from boltzgen.config import SpecError, load_spec, to_toml
+    from boltzgen.config import SpecError, load_spec
 
     spec = load_spec(args.spec, args.overrides)
     name = os.path.splitext(os.path.basename(args.spec))[0] if args.spec else "default"
     out = args.out or os.path.join("runs", "out", f"{name}.h5")
-    if os.path.isdir(out):
-        raise SpecError(f"--out {out!r} is a directory; give a file name")
-    out_dir = os.path.dirname(os.path.abspath(out))
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as err:
-        raise SpecError(f"cannot create output directory {out_dir!r}: {err.strerror}") from None
-    if not os.access(out_dir, os.W_OK):
-        raise SpecError(f"output directory {out_dir!r} is not writable")
-
-    import boltzgen as bg
-
-    system = bg.systems.make_system(
-        spec["system"]["kind"], **{k: v for k, v in spec["system"].items() if k != "kind"}
-    )
-    sampler = dict(spec["sampler"])
-    reference = dict(spec["reference"])
-    refine = dict(spec["refine"])
-    tr, es = spec["train"], spec["estimate"]
+    _check_out(out, args)
     t0 = time.perf_counter()
-    common = dict(
-        sampler=sampler.pop("kind"),
-        sampler_options=sampler,
-        steps=tr["steps"],
-        batch_size=tr["batch_size"],
-        learning_rate=tr["learning_rate"],
-        clip=tr["clip"],
-        beta_anneal=tr["beta_anneal"],
-        n_samples=es["n_samples"],
-        chunk_size=es["chunk_size"],
-        n_boot=es["n_boot"],
-        seed=spec["seed"],
-        progress=not args.quiet,
-        spec_text=to_toml(spec),
-    )
-    if spec["ensemble"]["betas"]:  # one β-conditioned training, a free-energy curve
-        result = bg.run_curve(system, spec["ensemble"]["betas"], **common)
-    else:
-        result = bg.run(
-            system,
-            spec["ensemble"]["beta"],
-            objective=tr["objective"],
-            reference=reference.pop("method"),
-            reference_options=reference,
-            refine=refine.pop("method"),
-            refine_options=refine,
-            data_options=dict(spec["data"]),
-            matching_options=dict(spec["matching"]),
-            indistinguishable=spec["ensemble"]["indistinguishable"],
-            checkpoint_path=out + ".ckpt",
-            checkpoint_every=tr["checkpoint_every"],
-            resume=args.resume,
-            **common,
-        )
+    try:
+        result = spec.run(checkpoint=out + ".ckpt", resume=args.resume, progress=not args.quiet)
+    except ValueError as err:  # a checkpoint of another run, or one with too many steps
+        if "checkpoint" in str(err):
+            raise SpecError(str(err).splitlines()[0]) from None
+        raise
     result.timings["total"] = time.perf_counter() - t0
     result.save(out)
     print()
     print(result.table())
     print(f"\nwrote {out}")
     return 0
+
+
+def _check_out(out: str, args) -> None:
+    """Refuse a bad ``--out`` before any work.
+
+    A directory, the spec itself, an existing file without ``--force`` (or ``--resume``), a
+    missing or unwritable directory.
+    """
+    from boltzgen.config import SpecError
+
+    if os.path.isdir(out):
+        raise SpecError(f"--out {out!r} is a directory; give a file name")
+    if args.spec and os.path.exists(out) and os.path.samefile(out, args.spec):
+        raise SpecError(f"--out {out!r} is the spec file itself")
+    if os.path.exists(out) and not (args.force or args.resume):
+        raise SpecError(f"{out!r} exists; pass --force to overwrite it")
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        if args.out:
+            raise SpecError(f"output directory {out_dir!r} does not exist")
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as err:
+            raise SpecError(f"cannot create output directory {out_dir!r}: {err.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise SpecError(f"output directory {out_dir!r} is not writable")
 
 
 def _print_registry(table) -> int:

@@ -1,6 +1,6 @@
 """The HDF5 results schema: write, read, and the free-energy table. One place.
 
-Schema (version 3, documented in docs/results-format.md)::
+Schema (version 4, documented in docs/results-format.md)::
 
     /                 attrs: schema_version, boltzgen_version, created, seed, spec, device, beta
     /system           attrs: kind and parameters;  dataset exact_log_z where known
@@ -8,7 +8,8 @@ Schema (version 3, documented in docs/results-format.md)::
     /train/params     the trained sampler's array leaves (same layout as a checkpoint)
     /samples          x, log_q, energy, log_w, weights_normalised
     /refine           refined samples (x, log_w), per-step diagnostics; attrs: method, cost, ESS
-    /estimates/<m>    attrs: log_z, log_z_stderr, beta_f, beta_f_stderr, kind, n_samples, ess, ...
+    /estimates/<m>    attrs: log_z, log_z_stderr, beta_f, beta_f_stderr, kind, n_samples, ess,
+                      n_nonfinite, flags, notes, cost (n_energy_evals, wall_time, ...), ...
     /reference/<m>    same attrs plus n_energy_evals, wall_time
     /observables/<m>  spin systems: attrs <name> and <name>_stderr (energy, entropy,
                       abs_magnetisation, susceptibility, heat_capacity) per method
@@ -35,7 +36,7 @@ import numpy as np
 
 from boltzgen.estimators import Estimate
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _version() -> str:
@@ -233,29 +234,7 @@ class Result:
         rows = [("", m, e) for m, e in self.estimates.items()]
         rows += [("ref:", m, e) for m, e in self.reference.items()]
         for prefix, method, e in rows:
-            notes = []
-            if e.extra.get("low_ess"):
-                notes.append("ESS<100: error bar untrustworthy")
-            if e.extra.get("low_overlap"):
-                notes.append(f"overlap {e.extra['overlap']:.2g} < 0.03: error bar untrustworthy")
-            if e.extra.get("n_nonfinite"):
-                notes.append(f"{e.extra['n_nonfinite']} non-finite")
-            if "log_z_stderr_bootstrap" in e.extra:
-                notes.append(f"bootstrap ±{e.extra['log_z_stderr_bootstrap']:.2g}")
-            if "ess_before" in e.extra:
-                notes.append(f"ESS {e.extra['ess_before']:.4g} before refinement")
-            if "quadrature_error" in e.extra:
-                notes.append(f"quadrature error {e.extra['quadrature_error']:.2g}")
-            if "n_sweeps" in e.extra:
-                wall = e.extra.get("wall_time", math.nan)
-                notes.append(f"cost {e.extra['n_sweeps']:.3g} sweeps, {wall:.1f} s")
-            if "n_energy_evals" in e.extra:
-                lq = e.extra.get("n_log_q_evals")
-                notes.append(
-                    f"cost {e.extra['n_energy_evals']:.3g} energy"
-                    + (f" + {lq:.3g} log q" if lq else "")
-                    + f" evals, {e.extra.get('wall_time', math.nan):.1f} s"
-                )
+            notes = e.table_notes()
             ess = f"{e.ess:.4g}" if math.isfinite(e.ess) else "-"
             lines.append(
                 f"{prefix + method:<30}{_kind_label(e.kind):<13}"
@@ -337,15 +316,15 @@ class Result:
     def best(self) -> Estimate | None:
         """The minimum-variance estimate of kind ``estimate`` among the sampler's estimates.
 
-        Estimates flagged ``low_ess`` or ``low_overlap`` (error bar not to be trusted) are passed
-        over when any unflagged one exists.
+        Flagged estimates (:data:`boltzgen.estimators.FLAGS`: error bar not to be trusted) are
+        passed over when any unflagged one exists.
         """
         cands = [
             e
             for e in self.estimates.values()
             if e.kind == "estimate" and math.isfinite(e.log_z_stderr)
         ]
-        trusted = [e for e in cands if not (e.extra.get("low_ess") or e.extra.get("low_overlap"))]
+        trusted = [e for e in cands if e.trusted]
         cands = trusted or cands
         return min(cands, key=lambda e: e.log_z_stderr) if cands else None
 

@@ -26,3 +26,12 @@ def within_sigmas(value, target, stderr, n_sigma=4.0):
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+def make_q(system, kind=None, *, seed=0, **options):
+    """The sampler a run with ``seed`` builds (its weights from the run's ``init`` key stream)."""
+    from boltzgen._keys import RunKeys
+    from boltzgen.flows import default_sampler_kind, make_sampler
+
+    kind = default_sampler_kind(system) if kind is None else kind
+    return make_sampler(kind, system, key=RunKeys(seed).init, **options)

@@ -7,8 +7,9 @@ import sys
 import h5py
 import pytest
 
+import boltzgen as bg
 from boltzgen.cli import main
-from boltzgen.config import SpecError, apply_override, load_spec, to_toml, validate
+from boltzgen.config import SpecError, load_spec, read_spec, validate
 from boltzgen.results import SCHEMA_VERSION
 
 TINY = [
@@ -44,25 +45,75 @@ TINY = [
 
 def test_default_spec_is_the_seed_demo():
     spec = load_spec()
-    assert spec["system"] == {
+    assert spec.system_params == {
         "kind": "coulomb",
         "n_particles": 6,
         "dim": 2,
         "trap": 1.0,
         "coupling": 1.0,
     }
-    assert spec["ensemble"]["beta"] == 10.0
-    assert spec["reference"]["method"] == "ais"
-    assert spec["sampler"]["kind"] == "equivariant"
+    assert spec.beta == 10.0 and spec.seed == 0
+    assert isinstance(spec.reference, bg.references.TrapAIS)
+    assert spec.sampler_kind == "equivariant"
+
+
+def test_default_spec_is_the_library_default():
+    """One source of defaults: the CLI's default spec builds exactly bg.run's default pieces."""
+    spec = load_spec()
+    assert spec.objective == bg.train.default_objective(spec.system) == bg.train.ReverseKL()
+    assert spec.trainer == bg.train.Trainer()
+    assert spec.estimation == bg.Estimation()
+    assert spec.stages == bg.stages.default_stages(spec.objective)
+    assert spec.reference == bg.references.default_reference(spec.system)
+    from boltzgen._run import default_sampler
+
+    a = spec.build_sampler()
+    b = default_sampler(spec.system, key=bg._keys.RunKeys(0).init)
+    import equinox as eqx
+    import jax
+    import numpy as np
+
+    for x, y in zip(
+        jax.tree.leaves(eqx.filter(a, eqx.is_array)),
+        jax.tree.leaves(eqx.filter(b, eqx.is_array)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_same_seed_same_numbers_through_the_cli_and_the_library(tmp_path):
+    """`boltzgen run` and bg.run with the same pieces give the same estimates."""
+    out = tmp_path / "r.h5"
+    assert main(["run", "--out", str(out), *TINY]) == 0
+    spec = load_spec(None, [a for a in TINY if a not in ("--set", "--quiet")])
+    q = spec.build_sampler()
+    r = bg.run(
+        spec.system,
+        2.0,
+        q,
+        trainer=spec.trainer,
+        estimation=spec.estimation,
+        stages=spec.stages,
+        reference=spec.reference,
+        progress=False,
+    )
+    back = bg.Result.load(out)
+    for m, e in r.estimates.items():
+        assert back.estimates[m].log_z == e.log_z, m
+    assert back.reference["ais"].log_z == r.reference["ais"].log_z
 
 
 def test_overrides_are_parsed_as_toml():
-    raw = {}
-    apply_override(raw, "ensemble.beta=2.0")
-    apply_override(raw, "system.n_particles=2")
-    apply_override(raw, "system.dim=1")
-    apply_override(raw, "sampler.kind=realnvp")
-    apply_override(raw, "seed=3")
+    raw = read_spec(
+        None,
+        [
+            "ensemble.beta=2.0",
+            "system.n_particles=2",
+            "system.dim=1",
+            "sampler.kind=realnvp",
+            "seed=3",
+        ],
+    )
     assert raw == {
         "ensemble": {"beta": 2.0},
         "system": {"n_particles": 2, "dim": 1},
@@ -70,29 +121,38 @@ def test_overrides_are_parsed_as_toml():
         "seed": 3,
     }
     spec = validate(raw)
-    assert spec["system"]["n_particles"] == 2 and spec["sampler"]["kind"] == "realnvp"
+    assert spec.system_params["n_particles"] == 2 and spec.sampler_kind == "realnvp"
 
 
 def test_spec_round_trips_through_toml(tmp_path):
-    spec = load_spec(None, ["ensemble.beta=3.5", "system.dim=3"])
+    spec = load_spec(None, ["ensemble.beta=3.5", "system.dim=3", "refine.target_accept=0.6"])
     p = tmp_path / "s.toml"
-    p.write_text(to_toml(spec))
-    assert load_spec(str(p)) == spec
+    p.write_text(spec.to_toml())
+    back = load_spec(str(p))
+    assert back.to_toml() == spec.to_toml()
+    assert back.stages == spec.stages and back.trainer == spec.trainer
 
 
 @pytest.mark.parametrize(
     "override,match",
     [
         ("system.kind=nope", "unknown system.kind 'nope'; valid: coulomb"),
-        ("ensemble.beta=-1.0", "ensemble.beta must be positive, got -1.0"),
-        ("ensemble.beta=0", "ensemble.beta must be positive, got 0"),
-        ('ensemble.beta="hot"', "ensemble.beta must be number, got 'hot'"),
+        ("ensemble.beta=-1.0", "ensemble.beta must be a positive finite number, got -1.0"),
+        ("ensemble.beta=0", "ensemble.beta must be a positive finite number, got 0"),
+        ("ensemble.beta=nan", "ensemble.beta must be a positive finite number, got nan"),
+        ("ensemble.beta=inf", "ensemble.beta must be a positive finite number, got inf"),
+        ('ensemble.beta="hot"', "ensemble.beta must be a positive finite number, got 'hot'"),
+        ("ensemble.betas=[0.2, 0.5]", "ensemble.betas .* needs a spin system"),
         ("system.n_particles=0", "n_particles must be an integer >= 1, got 0"),
         ("system.n_particles=2.5", "system.n_particles must be int, got 2.5"),
         ("system.colour=1", "unknown parameter.*colour"),
-        ("train.steps=-5", "train.steps must be >= 0, got -5"),
-        ("train.batch_size=1.5", "train.batch_size must be int, got 1.5"),
+        ("train.steps=-5", "train.steps must be an integer >= 0, got -5"),
+        ("train.steps=abc", "train.steps must be an integer, got 'abc'"),
+        ("train.batch_size=1.5", "train.batch_size must be an integer, got 1.5"),
         ("train.lr=0.1", "unknown key train.lr; valid: objective, beta_anneal, steps"),
+        ("data.n_samples=10", r"section \[data\] applies to the data objectives"),
+        ("matching.pairing=ot", r"section \[matching\] applies to the data objectives"),
+        ("estimate.n_samples=100000000000", "GiB"),
         ("train.objective=forward", "unknown train.objective 'forward'"),
         ("sampler.kind=magic", "unknown sampler.kind 'magic'"),
         (
@@ -106,10 +166,11 @@ def test_spec_round_trips_through_toml(tmp_path):
         ("sampler.hidden=2.5", "sampler.hidden must be int"),
         ("reference.method=nuts", "unknown reference.method 'nuts'"),
         ("reference.n_chainz=3", "unknown key reference.n_chainz"),
-        ("estimate.n_samples=1", "estimate.n_samples must be >= 2"),
-        ("seed=-1", "seed must be a non-negative integer"),
+        ("estimate.n_samples=1", "estimate.n_samples must be an integer >= 2"),
+        ("seed=-1", r"seed must be an integer in \[0, 2\*\*63\)"),
+        ("seed=18446744073709551616", r"seed must be an integer in \[0, 2\*\*63\)"),
         ("bogus.key=1", "unknown top-level key 'bogus'"),
-        ("ensemble.indistinguishable=1", "ensemble.indistinguishable must be bool"),
+        ("ensemble.indistinguishable=1", "ensemble.indistinguishable must be true or false"),
     ],
 )
 def test_bad_specs_are_one_line_errors(override, match):
@@ -121,6 +182,9 @@ def test_bad_specs_are_one_line_errors(override, match):
 def test_bad_override_syntax():
     with pytest.raises(SpecError, match="section.key=value"):
         load_spec(None, ["beta"])
+    with pytest.raises(SpecError, match="given twice with different values"):
+        load_spec(None, ["ensemble.beta=2", "ensemble.beta=3"])
+    assert load_spec(None, ["ensemble.beta=2", "ensemble.beta=2"]).beta == 2.0
 
 
 def test_bad_spec_files(tmp_path):
@@ -130,6 +194,27 @@ def test_bad_spec_files(tmp_path):
     bad.write_text("[system\nkind = 1")
     with pytest.raises(SpecError, match="invalid TOML"):
         load_spec(str(bad))
+    empty = tmp_path / "empty.toml"
+    empty.write_text("  \n")
+    with pytest.raises(SpecError, match="the spec is empty"):
+        load_spec(str(empty))
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("# caf\xe9\nseed = 1\n".encode("latin-1"))
+    with pytest.raises(SpecError, match="not UTF-8"):
+        load_spec(str(latin))
+    with pytest.raises(SpecError, match="is a directory"):
+        load_spec(str(tmp_path))
+    both = tmp_path / "both.toml"
+    both.write_text('[system]\nkind = "ising"\nL = 3\n[ensemble]\nbeta = 0.4\nbetas = [0.2, 0.4]\n')
+    with pytest.raises(SpecError, match="not both"):
+        load_spec(str(both))
+    curve = tmp_path / "curve.toml"
+    curve.write_text(
+        '[system]\nkind = "ising"\nL = 3\n[ensemble]\nbetas = [0.2, 0.4]\n'
+        '[refine]\nmethod = "nmcmc"\n'
+    )
+    with pytest.raises(SpecError, match=r"section \[refine\] does not apply to a free-energy"):
+        load_spec(str(curve))
 
 
 def test_cli_bad_input_exit_code_2_and_nothing_written(tmp_path, capsys):
@@ -137,8 +222,17 @@ def test_cli_bad_input_exit_code_2_and_nothing_written(tmp_path, capsys):
     code = main(["run", "--out", str(out), "--set", "ensemble.beta=-1", "--quiet"])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.strip().count("\n") == 0 and "ensemble.beta must be positive" in err
+    assert err.strip().count("\n") == 0 and "ensemble.beta must be a positive" in err
     assert not out.exists() and not os.listdir(tmp_path)
+    assert main(["run", "--out", str(tmp_path / "no" / "r.h5"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    spec = tmp_path / "s.toml"
+    spec.write_text("seed = 1\n")
+    assert main(["run", str(spec), "--out", str(spec), "--quiet"]) == 2
+    assert "is the spec file itself" in capsys.readouterr().err
+    out.write_bytes(b"old")
+    assert main(["run", "--out", str(out), "--quiet"]) == 2
+    assert "pass --force" in capsys.readouterr().err and out.read_bytes() == b"old"
 
 
 def test_cli_subprocess_no_traceback(tmp_path):
@@ -198,6 +292,19 @@ def test_cli_run_writes_file_and_report_reads_it(tmp_path, capsys):
     assert "importance" in printed and (tmp_path / "p.png").stat().st_size > 1000
 
 
+def test_resume_refuses_another_runs_checkpoint_before_any_work(tmp_path, capsys):
+    out = tmp_path / "r.h5"
+    tiny = [a if a != "train.steps=20" else "train.steps=4" for a in TINY]
+    assert main(["run", "--out", str(out), *tiny]) == 0
+    capsys.readouterr()
+    other_beta = [a if a != "ensemble.beta=2.0" else "ensemble.beta=5.0" for a in tiny]
+    assert main(["run", "--out", str(out), *other_beta, "--resume"]) == 2
+    assert "belongs to another run" in capsys.readouterr().err
+    fewer = [a if a != "train.steps=4" else "train.steps=2" for a in tiny]
+    assert main(["run", "--out", str(out), *fewer, "--resume"]) == 2
+    assert "beyond train.steps = 2" in capsys.readouterr().err
+
+
 def test_report_rejects_non_results_file(tmp_path, capsys):
     p = tmp_path / "other.h5"
     with h5py.File(p, "w") as f:
@@ -223,7 +330,7 @@ def test_killed_run_leaves_no_results_file_and_resumes(tmp_path):
     ckpt = tmp_path / "k.h5.ckpt"
     args = [sys.executable, "-m", "boltzgen.cli", "run", "--out", str(out), *TINY]
     args[args.index("train.steps=20")] = "train.steps=100000"
-    args += ["--set", "train.checkpoint_every=10"]
+    args += ["--set", "train.checkpoint_every=10", "--set", "train.chunk=5"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -247,8 +354,8 @@ def test_killed_run_leaves_no_results_file_and_resumes(tmp_path):
 
 
 def test_bool_or_auto_sampler_option():
-    assert load_spec(None, ["sampler.rotate=false"])["sampler"]["rotate"] is False
-    assert load_spec(None, ["sampler.rotate=true"])["sampler"]["rotate"] is True
-    assert load_spec(None)["sampler"]["rotate"] == "auto"
+    assert load_spec(None, ["sampler.rotate=false"]).sampler_options["rotate"] is False
+    assert load_spec(None, ["sampler.rotate=true"]).sampler_options["rotate"] is True
+    assert load_spec(None).sampler_options["rotate"] == "auto"
     with pytest.raises(SpecError, match="sampler.rotate must be true, false or 'auto'"):
         load_spec(None, ["sampler.rotate=sometimes"])

@@ -319,16 +319,16 @@ def test_run_cnf_two_particle_coulomb_gas_matches_exact(zero_com):
 
     system = CoulombGas(2, 2)
     opts = dict(hidden=16, depth=1, n_steps=8, zero_com=zero_com)
+    from conftest import make_q
+
     r = bg.run(
         system,
         2.0,
-        sampler="cnf",
-        sampler_options=opts,
-        steps=60,
-        batch_size=64,
-        n_samples=2048,
-        refine="none",
-        reference="none",
+        make_q(system, "cnf", **opts),
+        trainer=bg.train.Trainer(steps=60, batch_size=64),
+        estimation=bg.Estimation(n_samples=2048),
+        stages=(),
+        reference=None,
         progress=False,
     )
     e = r.estimates["importance"]
@@ -339,7 +339,7 @@ def test_run_cnf_two_particle_coulomb_gas_matches_exact(zero_com):
 
 def test_log_q_and_energy_chunks_agree():
     """The float64 evaluation of p-samples in chunks equals one batch (and 0 points → empty)."""
-    from boltzgen._run import _log_q_and_energy
+    from boltzgen._estimation import log_q_and_energy as _log_q_and_energy
 
     system = CoulombGas(3, 2)
     cnf = randomise(make(PARTICLES, field="rbf"), seed=5, scale=SCALE["rbf"])

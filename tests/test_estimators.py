@@ -92,10 +92,10 @@ def test_nonfinite_weights_counted_not_dropped():
     e = est.importance_log_z(w)
     # NaN and -inf are zero weight but still count in M = 4
     assert abs(e.log_z - math.log(2 / 4)) < 1e-12
-    assert e.extra["n_nonfinite"] == 1 and e.extra["n_zero_weight"] == 1
+    assert e.n_nonfinite == 1 and e.extra["n_zero_weight"] == 1
     assert e.n_samples == 4
     v = est.variational_bound(w)
-    assert v.extra["n_nonfinite"] == 2
+    assert v.n_nonfinite == 2
     with pytest.raises(ValueError, match=r"\+inf"):
         est.importance_log_z(np.array([0.0, np.inf]))
     with pytest.raises(ValueError, match="empty"):
@@ -104,14 +104,40 @@ def test_nonfinite_weights_counted_not_dropped():
 
 def test_low_ess_flag():
     w = np.array([0.0] + [-50.0] * 999)
-    assert est.importance_log_z(w).extra["low_ess"] == 1
+    assert "low_ess" in est.importance_log_z(w).flags
 
 
 def test_estimate_attrs_round_trip():
-    e = est.Estimate("importance", -3.2, 0.01, "estimate", 100, 55.5, {"low_ess": 1})
+    e = est.Estimate(
+        "importance", -3.2, 0.01, "estimate", 100, 55.5, n_nonfinite=3,
+        cost=est.Cost(n_energy_evals=10.0, wall_time=1.5), flags={"low_ess"},
+        notes=("bootstrap ±0.01",), extra={"ess_fraction": 0.5},
+    )  # fmt: skip
     back = est.Estimate.from_attrs(e.to_attrs())
     assert back == e
-    assert e.beta_f == 3.2
+    assert e.beta_f == 3.2 and not e.trusted and "ESS<100" in e.table_notes()[0]
+    # An estimate is immutable, its extra dict included.
+    with pytest.raises(TypeError):
+        e.extra["x"] = 1
+    with pytest.raises(ValueError, match="unknown estimate flag"):
+        est.Estimate("x", 0.0, 0.0, flags={"bad"})
+    # Schema 3 files stored flags as 0/1 attributes and cost among the extras.
+    old = dict(
+        method="m",
+        log_z=1.0,
+        log_z_stderr=0.1,
+        kind="estimate",
+        n_samples=5,
+        ess=2.0,
+        low_ess=1,
+        n_nonfinite=2,
+        n_energy_evals=7.0,
+        wall_time=0.5,
+        other=3,
+    )
+    o = est.Estimate.from_attrs(old)
+    assert o.flags == {"low_ess"} and o.n_nonfinite == 2 and o.cost.n_energy_evals == 7.0
+    assert dict(o.extra) == {"other": 3}
     with pytest.raises(ValueError, match="kind must be one of"):
         est.Estimate("x", 0.0, 0.0, "upper")
 
@@ -128,4 +154,4 @@ def test_weighted_mean():
 def test_forward_bound_with_q_zero_at_a_p_sample_is_the_trivial_bound():
     """ln q = −∞ at a sample of p makes E_p[u + ln q] = −∞: βF ≥ −∞ is all that is left."""
     f = est.forward_bound(np.array([1.0, 2.0, -np.inf]))
-    assert f.kind == "lower_bound" and f.beta_f == -math.inf and f.extra["n_nonfinite"] == 1
+    assert f.kind == "lower_bound" and f.beta_f == -math.inf and f.n_nonfinite == 1

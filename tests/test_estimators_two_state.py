@@ -298,7 +298,7 @@ def test_nonfinite_works():
     rhs = np.sum(1 / (1 + np.exp(-m + wr + delta_f)))
     assert abs(lhs - rhs) < 1e-9 * lhs
     j = est.jarzynski(wf_nan)
-    assert j.extra["n_nonfinite"] == 1 and j.n_samples == 502
+    assert j.n_nonfinite == 1 and j.n_samples == 502
     assert abs(j.log_z - (est.logmeanexp(-wf) + math.log(500 / 502))) < 1e-12
     assert est.bar(np.full(3, np.inf), wr).log_z == -math.inf
 

@@ -258,7 +258,13 @@ def test_run_refuses_translation_invariant_systems_without_zero_com():
     import boltzgen as bg
 
     with pytest.raises(ValueError, match="translation-invariant"):
-        bg.run(DoubleWellParticles(), 1.0, sampler="realnvp", steps=1, progress=False)
+        bg.run(DoubleWellParticles(), 1.0, _realnvp_on(DoubleWellParticles()), progress=False)
+
+
+def _realnvp_on(system):
+    from boltzgen.flows import RealNVP
+
+    return RealNVP(tuple(system.event_shape), key=jax.random.key(0), n_layers=2, hidden=8)
 
 
 def test_cli_refuses_translation_invariant_systems_with_exit_2(tmp_path):
@@ -315,16 +321,16 @@ def test_run_zero_com_cnf_on_two_double_well_particles():
 
     system = DoubleWellParticles(n_particles=2, dim=2)
     opts = dict(hidden=16, depth=1, n_steps=8, base_scale=2.0)
+    from conftest import make_q
+
     r = bg.run(
         system,
         1.0,
-        sampler="cnf",
-        sampler_options=opts,
-        steps=60,
-        batch_size=64,
-        n_samples=2048,
-        refine="none",
-        reference="none",
+        make_q(system, "cnf", **opts),
+        trainer=bg.train.Trainer(steps=60, batch_size=64),
+        estimation=bg.Estimation(n_samples=2048),
+        stages=(),
+        reference=None,
         progress=False,
     )
     e = r.estimates["importance"]
@@ -340,16 +346,16 @@ def test_run_softened_core_is_training_only():
 
     system = LennardJones(n_particles=3, dim=2, sigma=KLEIN_SIGMA, soften=0.9)
     exact = LennardJones(n_particles=3, dim=2, sigma=KLEIN_SIGMA)
+    from conftest import make_q
+
     r = bg.run(
         system,
         1.0,
-        sampler="cnf",
-        sampler_options=dict(hidden=8, depth=1, n_steps=4),
-        steps=2,
-        batch_size=16,
-        n_samples=64,
-        refine="none",
-        reference="none",
+        make_q(system, "cnf", hidden=8, depth=1, n_steps=4),
+        trainer=bg.train.Trainer(steps=2, batch_size=16),
+        estimation=bg.Estimation(n_samples=64),
+        stages=(),
+        reference=None,
         progress=False,
     )
     e = np.asarray(jax.vmap(exact.energy)(jnp.asarray(r.samples["x"], jnp.float32)))

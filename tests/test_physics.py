@@ -4,14 +4,17 @@ import math
 
 import numpy as np
 import pytest
-from conftest import within_sigmas
+from conftest import make_q, within_sigmas
 
 import boltzgen as bg
 from boltzgen import estimators as est
 from boltzgen.systems import CoulombGas, pair_distances
+from boltzgen.train import Trainer
 
 FAST = dict(
-    batch_size=256, n_samples=16384, chunk_size=8192, n_boot=50, progress=False, refine="none"
+    estimation=bg.Estimation(n_samples=16384, chunk_size=8192, n_boot=50),
+    progress=False,
+    stages=(),
 )
 # A small sampler where only the pipeline, not the fit, is under test (compiles fast).
 TINY_SAMPLER = dict(n_layers=2, hidden=8, gap=False, rotate=False)
@@ -22,10 +25,11 @@ SMALL_SAMPLER = dict(n_layers=4, hidden=16, gap=False, rotate=False)
 @pytest.mark.parametrize("dim,beta", [(2, 2.0), pytest.param(3, 5.0, marks=pytest.mark.slow)])
 def test_importance_log_z_matches_exact_pair_integral(dim, beta):
     system = CoulombGas(2, dim)
-    fast = FAST | dict(refine="nmcmc", refine_options=dict(n_chains=128, n_steps=50))
+    fast = FAST | dict(stages=(bg.stages.NeuralMCMC(n_chains=128, n_steps=50),))
     r = bg.run(
-        system, beta, sampler_options=SMALL_SAMPLER, steps=400, reference="none", seed=1, **fast
-    )
+        system, beta, make_q(system, seed=1, **SMALL_SAMPLER), trainer=Trainer(steps=400),
+        reference=None, seed=1, **fast,
+    )  # fmt: skip
     e = r.estimates["importance"]
     assert e.ess > 1000, e
     within_sigmas(e.log_z, system.exact_log_z(beta), e.log_z_stderr)
@@ -42,12 +46,13 @@ def test_importance_log_z_matches_exact_pair_integral(dim, beta):
 
 @pytest.fixture(scope="module")
 def trained_n3():
+    system = CoulombGas(3, 2)
     return bg.run(
-        CoulombGas(3, 2),
+        system,
         2.0,
-        sampler_options=SMALL_SAMPLER,
-        steps=400,
-        reference="none",
+        make_q(system, **SMALL_SAMPLER),
+        trainer=Trainer(steps=400),
+        reference=None,
         seed=0,
         **FAST,
     )
@@ -69,7 +74,8 @@ def _observable(x):
 
 
 def test_virial_identity_reweighted(trained_n3):
-    # 2⟨Σ|x_i|²⟩ − ⟨V_C⟩ = dN/β (PHYSICS.md), for any N, β.
+    # 2⟨Σ|x_i|²⟩ − ⟨V_C⟩ = dN/β for any N, β (virial theorem, κ = λ = 1: ⟨x·∇(βE)⟩ = dN,
+    # and x·∇ gives 2Σ|x_i|² on the trap, −V_C on the Coulomb term).
     s = trained_n3.samples
     trap, vc, _ = _observable(s["x"])
     mean, err = est.weighted_mean(2 * trap - vc, s["log_w"])
@@ -88,19 +94,15 @@ def test_centre_of_mass_identity_reweighted(trained_n3):
 def test_same_seed_same_estimates_different_seed_agrees(tmp_path):
     system = CoulombGas(2, 2)
     kw = dict(
-        sampler_options=TINY_SAMPLER,
-        steps=60,
-        reference="none",
-        refine="none",
-        batch_size=128,
-        n_samples=4096,
-        chunk_size=4096,
-        n_boot=20,
+        trainer=Trainer(steps=60, batch_size=128),
+        reference=None,
+        stages=(),
+        estimation=bg.Estimation(n_samples=4096, chunk_size=4096, n_boot=20),
         progress=False,
     )
-    a = bg.run(system, 2.0, seed=3, **kw)
-    b = bg.run(system, 2.0, seed=3, **kw)
-    c = bg.run(system, 2.0, seed=4, **kw)
+    a = bg.run(system, 2.0, make_q(system, seed=3, **TINY_SAMPLER), seed=3, **kw)
+    b = bg.run(system, 2.0, make_q(system, seed=3, **TINY_SAMPLER), seed=3, **kw)
+    c = bg.run(system, 2.0, make_q(system, seed=4, **TINY_SAMPLER), seed=4, **kw)
     a.save(tmp_path / "a.h5")
     b.save(tmp_path / "b.h5")
     ra, rb = bg.Result.load(tmp_path / "a.h5"), bg.Result.load(tmp_path / "b.h5")
@@ -116,19 +118,15 @@ def test_same_seed_same_estimates_different_seed_agrees(tmp_path):
 def test_indistinguishable_flag_subtracts_log_n_factorial():
     system = CoulombGas(2, 2)
     kw = dict(
-        sampler_options=TINY_SAMPLER,
-        steps=10,
-        reference="none",
-        refine="none",
-        batch_size=64,
-        n_samples=512,
-        chunk_size=512,
-        n_boot=0,
+        trainer=Trainer(steps=10, batch_size=64),
+        reference=None,
+        stages=(),
+        estimation=bg.Estimation(n_samples=512, chunk_size=512, n_boot=0),
         progress=False,
         seed=0,
     )
-    a = bg.run(system, 2.0, **kw)
-    b = bg.run(system, 2.0, indistinguishable=True, **kw)
+    a = bg.run(system, 2.0, make_q(system, **TINY_SAMPLER), **kw)
+    b = bg.run(system, 2.0, make_q(system, **TINY_SAMPLER), indistinguishable=True, **kw)
     assert (
         abs((a.estimates["importance"].log_z - b.estimates["importance"].log_z) - math.log(2))
         < 1e-12
@@ -142,4 +140,13 @@ def test_bad_python_inputs():
     with pytest.raises(ValueError, match="n_particles must be an integer >= 1, got 0"):
         CoulombGas(0, 2)
     with pytest.raises(ValueError, match="unknown sampler kind|unknown sampler"):
-        bg.run(CoulombGas(2, 2), 1.0, sampler="magic", progress=False)
+        make_q(CoulombGas(2, 2), "magic")
+    with pytest.raises(ValueError, match="objective 'reverse_kl' needs reparametrised"):
+        bg.run(bg.systems.Ising(3), 1.0, objective=bg.train.ReverseKL(), progress=False)
+    with pytest.raises(ValueError, match="reference 'ladder' needs system.kind = 'coulomb'"):
+        bg.run(
+            bg.systems.Gaussian.isotropic(2),
+            1.0,
+            reference=bg.references.CouplingLadder(),
+            progress=False,
+        )

@@ -8,19 +8,36 @@ bounds bracket it.
 
 from __future__ import annotations
 
+import math
+
+import jax
 import numpy as np
 import pytest
 from test_particle_systems import dw_pair_log_z
 
 import boltzgen as bg
+from boltzgen.flows import make_sampler
+from boltzgen.stages import FEAT, HeldOutData
 from boltzgen.systems import CoulombGas, DoubleWellParticles, Gaussian
+from boltzgen.train import FlowMatching, HMCData, Interpolant, Trainer
 
 SMALL = dict(hidden=16, depth=1, n_steps=8)
-DATA = dict(n_samples=1024, n_holdout=512, n_chains=64, n_warmup=200, thin=5)
+DATA = HMCData(n_samples=1024, n_holdout=512, n_chains=64, n_warmup=200, thin=5)
+QUICK = dict(
+    trainer=Trainer(steps=100, batch_size=128),
+    estimation=bg.Estimation(n_samples=2048),
+    reference=None,
+    progress=False,
+)
+
+
+def _cnf(system, **kw):
+    return make_sampler("cnf", system, key=bg._keys.RunKeys(0).init, **kw)
 
 
 def check(result, exact):
     for name, e in result.estimates.items():
+        assert math.isfinite(e.log_z) and math.isfinite(e.log_z_stderr), name
         if e.kind == "estimate":
             assert abs(e.log_z - exact) < 4 * e.log_z_stderr, (name, e.log_z, exact)
         elif e.kind == "upper_bound":  # on βF: a lower bound on ln Z
@@ -32,26 +49,17 @@ def check(result, exact):
 def _dw_pair_run(objective: str, **kw):
     """Two DW particles in 2-D (zero-COM CNF), trained by ``objective`` on small HMC data."""
     system = DoubleWellParticles(n_particles=2, dim=2)
-    r = bg.run(
-        system,
-        1.0,
-        sampler="cnf",
-        sampler_options=SMALL,
-        objective=objective,
-        steps=100,
-        batch_size=128,
-        n_samples=2048,
-        refine="none",
-        reference="none",
-        data_options=DATA,
-        progress=False,
-        **kw,
-    )
+    obj = objective(data=DATA, **SMALL_FIELDS.get(objective, {}))
+    stages = (HeldOutData(),) + tuple(kw.pop("stages", ()))
+    r = bg.run(system, 1.0, _cnf(system, **SMALL), obj, stages=stages, **QUICK, **kw)
     return system, r
 
 
+SMALL_FIELDS = {Interpolant: dict(hidden=16, depth=1)}
+
+
 def test_flow_matching_zero_com_double_well_pair():
-    system, r = _dw_pair_run("flow_matching")
+    system, r = _dw_pair_run(FlowMatching)
     exact = dw_pair_log_z(system, 1.0)
     assert {"forward_bound_data", "reverse_importance_data", "bar_data"} <= set(r.estimates)
     assert r.estimates["importance"].ess > 200
@@ -66,7 +74,7 @@ def test_flow_matching_zero_com_double_well_pair():
         "distance_w2_reweighted",
     }
     assert all(np.isfinite(v) and v >= 0 for v, _ in obs.values())
-    assert r.timings["data"] > 0 and r.estimates["bar_data"].extra["n_energy_evals_data"] > 0
+    assert r.timings["data"] > 0 and r.estimates["bar_data"].cost.n_energy_evals > 0
     assert np.max(np.abs(np.mean(r.samples["x"], axis=1))) < 1e-4  # centred samples
 
 
@@ -75,17 +83,10 @@ def test_interpolant_feat_on_two_charges():
     r = bg.run(
         system,
         2.0,
-        sampler="cnf",
-        sampler_options=SMALL,
-        objective="interpolant",
-        steps=100,
-        batch_size=128,
-        n_samples=2048,
-        refine="none",
-        reference="none",
-        data_options=DATA,
-        matching_options=dict(feat_paths=512, feat_steps=20),
-        progress=False,
+        _cnf(system, **SMALL),
+        Interpolant(data=DATA, hidden=16, depth=1),
+        stages=(HeldOutData(), FEAT(paths=512, steps=20)),
+        **QUICK,
     )
     feat = {m for m in r.estimates if m.startswith("feat_")}
     assert feat == {
@@ -99,27 +100,28 @@ def test_interpolant_feat_on_two_charges():
 
 
 def test_data_objectives_refuse_bad_input():
-    with pytest.raises(ValueError, match="unknown data option 'n_sample'"):
+    with pytest.raises(ValueError, match="n_samples must be an integer >= 1"):
+        HMCData(n_samples=0)
+    with pytest.raises(ValueError, match="unknown pairing 'magic'"):
+        FlowMatching(pairing="magic")
+    g = Gaussian.isotropic(2)
+    with pytest.raises(ValueError, match="need a particle system"):
+        bg.run(g, 2.0, _cnf(g), FlowMatching(), progress=False)
+    c = CoulombGas(2, 1)
+    q = make_sampler("realnvp", c, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="use sampler.kind = 'cnf'"):
+        bg.run(c, 2.0, q, FlowMatching(), progress=False)
+    with pytest.raises(ValueError, match="stage 'feat' .* needs objective 'interpolant'"):
         bg.run(
             CoulombGas(2, 2),
             2.0,
-            sampler="cnf",
-            objective="flow_matching",
-            data_options=dict(n_sample=5),
+            _cnf(CoulombGas(2, 2)),
+            FlowMatching(),
+            stages=(FEAT(),),
             progress=False,
         )
-    with pytest.raises(ValueError, match="needs a particle system"):
-        bg.run(Gaussian.isotropic(2), 2.0, sampler="cnf", objective="flow_matching", progress=False)
-    with pytest.raises(ValueError, match="use sampler.kind = 'cnf'"):
-        bg.run(
-            CoulombGas(2, 1),
-            2.0,
-            sampler="realnvp",
-            objective="flow_matching",
-            steps=1,
-            data_options=dict(n_samples=64, n_holdout=0, n_chains=8, n_warmup=2),
-            progress=False,
-        )
+    with pytest.raises(ValueError, match="stage 'holdout' uses the Monte Carlo samples"):
+        bg.run(CoulombGas(2, 2), 2.0, stages=(HeldOutData(),), progress=False)
 
 
 def test_cli_spec_errors_exit_2(tmp_path):
@@ -145,11 +147,9 @@ def test_relative_free_energy_two_temperatures():
         2.0,
         system,
         4.0,
-        sampler_options=SMALL,
-        steps=100,
-        batch_size=128,
-        data_options=DATA,
-        matching_options=dict(feat_paths=512, feat_steps=20),
+        objective=Interpolant(data=DATA, hidden=16, depth=1),
+        trainer=Trainer(steps=100, batch_size=128),
+        feat=FEAT(paths=512, steps=20),
         progress=False,
     )
     exact = system.exact_log_z(4.0) - system.exact_log_z(2.0)
@@ -170,6 +170,6 @@ def test_relative_free_energy_two_temperatures():
 @pytest.mark.slow
 def test_interpolant_feat_zero_com_double_well_pair():
     """Interpolant + FEAT on the zero-COM subspace: two DW particles vs the exact quadrature."""
-    system, r = _dw_pair_run("interpolant", matching_options=dict(feat_paths=512, feat_steps=20))
+    system, r = _dw_pair_run(Interpolant, stages=(FEAT(paths=512, steps=20),))
     assert "feat_bar" in r.estimates
     check(r, dw_pair_log_z(system, 1.0))

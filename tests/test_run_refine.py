@@ -98,41 +98,62 @@ def test_coupling_ladder_matches_exact_pair():
 
 
 def test_refine_spec_section():
+    from boltzgen.references import CouplingLadder
+    from boltzgen.stages import SMC, NeuralMCMC
+
     spec = load_spec(None, ["refine.method=smc", "refine.n_steps=7"])
-    assert spec["refine"]["method"] == "smc" and spec["refine"]["n_steps"] == 7
-    assert spec["refine"]["resample_threshold"] == 0.5
-    assert load_spec(None)["refine"]["method"] == "nmcmc"
-    assert load_spec(None, ["reference.method=ladder"])["reference"]["n_states"] > 1
+    (smc,) = spec.stages
+    assert isinstance(smc, SMC) and smc.n_steps == 7 and smc.resample_threshold == 0.5
+    assert isinstance(load_spec(None).stages[0], NeuralMCMC)
+    ladder = load_spec(None, ["reference.method=ladder"]).reference
+    assert isinstance(ladder, CouplingLadder) and ladder.n_states > 1
+    # Parameters whose default is None ("auto") are settable from a spec.
+    spec = load_spec(None, ["refine.target_accept=0.7", "refine.burn_in=10"])
+    assert spec.stages[0].target_accept == 0.7 and spec.stages[0].burn_in == 10
+    assert (
+        load_spec(None, ["refine.method=ais", "refine.pilot_chains=0"]).stages[0].pilot_chains == 0
+    )
     for bad, msg in [
         (["refine.method=hmc"], "unknown refine.method 'hmc'"),
         (["refine.method=ais", "refine.n_stepz=3"], "unknown key refine.n_stepz"),
-        (["refine.method=nmcmc", "refine.n_steps=1.5"], "refine.n_steps must be int"),
+        (["refine.method=nmcmc", "refine.n_steps=1.5"], "refine.n_steps must be an integer"),
         (["refine.method=none", "refine.n_steps=5"], "unknown key refine.n_steps for method"),
+        (["refine.n_chains=0"], "refine.n_chains must be an integer >= 1, got 0"),
+        (["refine.target_accept=1.5"], r"refine.target_accept must be in \(0, 1\)"),
+        (["refine.local_kernel=hmcc"], "refine.local_kernel must be"),
+        (["reference.n_chains=0"], "reference.n_chains must be an integer >= 1"),
+        (["reference.method=ladder", "reference.n_states=1"], "reference.n_states must be"),
+        (["reference.method=ti"], "reference 'ti' needs a spin system"),
     ]:
         with pytest.raises(SpecError, match=msg):
             load_spec(None, bad)
 
 
-SMALL_RUN = dict(steps=150, batch_size=128, n_samples=4096, n_boot=0, progress=False)
+SMALL_RUN = dict(
+    trainer=bg.train.Trainer(steps=150, batch_size=128),
+    estimation=bg.Estimation(n_samples=4096, n_boot=0),
+    progress=False,
+)
 
 
 @pytest.mark.parametrize(
-    "method, options",
+    "stage",
     [
-        pytest.param("smc", dict(n_chains=512, n_steps=20), marks=pytest.mark.slow),
-        ("nmcmc", dict(n_chains=128, n_steps=40)),
+        pytest.param(bg.stages.SMC(n_chains=512, n_steps=20), marks=pytest.mark.slow),
+        bg.stages.NeuralMCMC(n_chains=128, n_steps=40),
     ],
 )
-def test_run_with_refinement_on_a_gaussian(tmp_path, method, options):
+def test_run_with_refinement_on_a_gaussian(tmp_path, stage):
     """A mismatched, briefly trained flow on a correlated Gaussian: the refined ln Z (and BAR
     with nmcmc) within errors of the exact value; written to /estimates and /refine."""
     system = Gaussian.correlated([[1.0, 0.8, 0.0], [0.8, 1.0, 0.3], [0.0, 0.3, 0.5]])
     beta = 1.5
-    r = bg.run(system, beta, refine=method, refine_options=options, reference="none", **SMALL_RUN)
+    r = bg.run(system, beta, stages=(stage,), reference=None, **SMALL_RUN)
     exact = system.exact_log_z(beta)
+    method = stage.method
     e = r.estimates[f"refined_{method}"]
     within_sigmas(e.log_z, exact, e.log_z_stderr)
-    assert e.extra["n_energy_evals"] > 0 and math.isfinite(e.extra["ess_before"])
+    assert e.cost.n_energy_evals > 0 and math.isfinite(e.extra["ess_before"])
     if method == "nmcmc":
         within_sigmas(r.estimates["bar"].log_z, exact, r.estimates["bar"].log_z_stderr)
         assert r.estimates["forward_bound_refined"].kind == "lower_bound"
@@ -140,6 +161,7 @@ def test_run_with_refinement_on_a_gaussian(tmp_path, method, options):
     r.save(path)
     back = Result.load(path)
     assert list(back.estimates) == list(r.estimates)
+    assert back.estimates[e.method] == e
     assert back.refined["attrs"]["method"] == method
     assert back.refined["x"].shape[1:] == (3,)
     assert f"refined_{method}" in back.table()
@@ -183,15 +205,17 @@ def test_two_state_works_on_exact_coulomb_pairs(state_a, state_b):
 def test_ais_from_a_poor_flow_agrees_with_monte_carlo_reference_n6():
     """refine_anneal from an UNTRAINED equivariant flow on Coulomb N = 6, β = 10 agrees with
     the foundation's reference (AIS from the harmonic trap) within errors."""
-    from boltzgen._run import run_reference, run_refinement
     from boltzgen.flows import make_sampler
+    from boltzgen.references import TrapAIS
+    from boltzgen.stages import AIS, StageContext
 
     system, beta = CoulombGas(6, 2), 10.0
     q = make_sampler("equivariant", system, key=jax.random.key(0))
-    refined, _ = run_refinement(
-        "ais", q, system, beta, key=jax.random.key(1), n_chains=512, n_steps=400, progress=False
+    ctx = StageContext(
+        system, beta, q, {"log_w": np.zeros(2)}, None, key=jax.random.key(1), progress=False
     )
-    ref, _ = run_reference("ais", system, beta, key=jax.random.key(2), progress=False)
+    refined = AIS(n_chains=512, n_steps=400)(ctx).estimates
+    ref, _ = TrapAIS()(system, beta, key=jax.random.key(2), progress=False)
     a, b = refined["refined_ais"], ref["ais"]
     assert a.extra["ess_before"] < 5  # a poor q: plain importance sampling is hopeless
     within_sigmas(a.log_z - b.log_z, 0.0, math.hypot(a.log_z_stderr, b.log_z_stderr))
@@ -208,14 +232,14 @@ def test_bar_flags_states_without_overlap():
         return 0.5 * (x - 12.0) ** 2 - 0.5 * x**2
 
     poor = est.bar(du(xa), -du(xb))
-    assert poor.extra["low_overlap"] == 1 and poor.extra["overlap"] < est.MIN_TRUSTED_OVERLAP
+    assert "low_overlap" in poor.flags and poor.extra["overlap"] < est.MIN_TRUSTED_OVERLAP
     xb = 0.5 + rng.normal(size=2000)
 
     def du_close(x):
         return 0.5 * (x - 0.5) ** 2 - 0.5 * x**2
 
     good = est.bar(du_close(xa), -du_close(xb))
-    assert good.extra["low_overlap"] == 0
+    assert not good.flags
     within_sigmas(good.log_z, 0.0, good.log_z_stderr)
     r = Result(beta=1.0, system={"kind": "gaussian"}, estimates={"bar": poor, "b2": good})
     assert r.best() is good  # the flagged estimate is passed over

@@ -40,13 +40,10 @@ def sk_run():
     r = bg.run(
         system,
         0.7,
-        sampler=q,
-        steps=150,
-        batch_size=256,
-        learning_rate=5e-2,
-        n_samples=16384,
-        n_boot=0,
-        refine_options=dict(n_chains=512, n_steps=40),
+        q,
+        trainer=bg.train.Trainer(steps=150, batch_size=256, learning_rate=5e-2),
+        estimation=bg.Estimation(n_samples=16384, n_boot=0),
+        stages=(bg.stages.NeuralMCMC(n_chains=512, n_steps=40),),
         progress=False,
     )
     return system, r
@@ -94,11 +91,9 @@ def test_run_curve_meanfield_matches_enumeration(tmp_path):
     r = bg.run_curve(
         system,
         betas,
-        sampler=q,
-        steps=100,
-        batch_size=256,
-        learning_rate=5e-2,
-        n_samples=8192,
+        q,
+        trainer=bg.train.Trainer(steps=100, batch_size=256, learning_rate=5e-2),
+        estimation=bg.Estimation(n_samples=8192, n_boot=0),
         progress=False,
     )
     c = r.curve
@@ -126,8 +121,8 @@ def test_run_curve_rejects_bad_betas():
 
 def test_spin_specs_validate():
     spec = load_spec(None, ['system.kind="ising"', "system.L=4", "ensemble.beta=0.4"])
-    assert spec["train"]["objective"] == "auto"
-    assert spec["refine"]["local_kernel"] == "none"
+    assert spec.objective == bg.train.Reinforce()
+    assert spec.stages == (bg.stages.NeuralMCMC(),) and spec.reference is None
     with pytest.raises(SpecError, match="refine.method 'smc'"):
         load_spec(None, ['system.kind="ising"', 'refine.method="smc"'])
     with pytest.raises(SpecError, match="local_kernel 'mala'"):
@@ -168,14 +163,15 @@ def test_spin_references_wired_and_validated():
     system = SherringtonKirkpatrick(8, seed=4)
     q = MeanField(system.event_shape, key=jax.random.key(0))
     r = bg.run(
-        system, 0.8, sampler=q, steps=0, n_samples=1024, n_boot=0, refine="none",
-        reference="beta_ais", reference_options=dict(n_chains=256, n_steps=100), progress=False,
+        system, 0.8, q, trainer=bg.train.Trainer(steps=0),
+        estimation=bg.Estimation(n_samples=1024, n_boot=0), stages=(),
+        reference=bg.references.BetaAIS(n_chains=256, n_steps=100), progress=False,
     )  # fmt: skip
     ref = r.reference["beta_ais"]
     within_sigmas(ref.log_z, _exact(system, 0.8)["log_z"], ref.log_z_stderr)
-    assert ref.extra["n_sweeps"] > 0 and "sweeps" in r.table()
+    assert ref.cost.n_sweeps > 0 and "sweeps" in r.table()
     spec = load_spec(None, ['system.kind="ising"', 'reference.method="ti"'])
-    assert spec["reference"]["n_betas"] > 0
+    assert spec.reference.n_betas > 0
     with pytest.raises(SpecError, match="needs system.kind = 'coulomb'"):
         load_spec(None, ['system.kind="ising"', 'reference.method="ais"'])
     with pytest.raises(SpecError, match="needs a spin system"):
@@ -192,9 +188,13 @@ def test_spin_references_wired_and_validated():
 )
 def test_autoregressive_nis_and_nmcmc_match_enumeration(system, beta, sampler):
     """The issue's checks: NIS ln Z within 4σ of enumeration, NMCMC observables within errors."""
+    from boltzgen.flows import make_sampler
+
+    q = make_sampler(sampler, system, key=bg._keys.RunKeys(0).init)
     r = bg.run(
-        system, beta, sampler=sampler, steps=300, batch_size=256, n_samples=16384, n_boot=0,
-        refine_options=dict(n_chains=1024, n_steps=40), progress=False,
+        system, beta, q, trainer=bg.train.Trainer(steps=300, batch_size=256),
+        estimation=bg.Estimation(n_samples=16384, n_boot=0),
+        stages=(bg.stages.NeuralMCMC(n_chains=1024, n_steps=40),), progress=False,
     )  # fmt: skip
     ex = _exact(system, beta)
     imp = r.estimates["importance"]
@@ -208,9 +208,11 @@ def test_autoregressive_nis_and_nmcmc_match_enumeration(system, beta, sampler):
 def test_beta_conditioned_sampler_needs_a_curve():
     with pytest.raises(SpecError, match="beta_conditioned = true needs ensemble.betas"):
         load_spec(None, ['system.kind="ising"', "sampler.beta_conditioned=true"])
+    from boltzgen.flows import make_sampler
+
+    system = bg.systems.Ising(3)
+    q = make_sampler(
+        "made", system, key=jax.random.key(0), beta_conditioned=True, beta_min=0.2, beta_max=0.5
+    )
     with pytest.raises(ValueError, match="run_curve"):
-        bg.run(
-            bg.systems.Ising(3), 0.4, sampler="made",
-            sampler_options=dict(beta_conditioned=True, beta_min=0.2, beta_max=0.5),
-            steps=1, progress=False,
-        )  # fmt: skip
+        bg.run(system, 0.4, q, trainer=bg.train.Trainer(steps=1), progress=False)

@@ -23,7 +23,8 @@ def test_coulomb_energy_by_hand():
 
 
 def test_coulomb_ground_state_n6():
-    # PHYSICS.md: E_0(N=6, d=2) = 16.8273381, shells (1, 5). Minimise from a ring guess.
+    # Ground state of 6 charges in the 2-D trap (Bedanov & Peeters units, κ = λ = 1):
+    # E_0 = 16.8273381, shells (1, 5). Minimise from a ring guess.
     import scipy.optimize as so
 
     sys6 = CoulombGas(6, 2)
@@ -86,7 +87,8 @@ def test_pair_log_z_against_full_quadrature(dim, beta):
 
 
 def test_exact_log_z_scaling_relation():
-    # Z(β; κ, λ) = (λ/κ)^{dN/3} Z(β κ^{1/3} λ^{2/3}; 1, 1)  (PHYSICS.md), N = 2, d = 2.
+    # Z(β; κ, λ) = (λ/κ)^{dN/3} Z(β κ^{1/3} λ^{2/3}; 1, 1), N = 2, d = 2: x = s y with
+    # s = (λ/κ)^{1/3} gives E(x; κ, λ) = κ^{1/3} λ^{2/3} E(y; 1, 1) and dx = s^{dN} dy.
     beta, kappa, lam, d, n = 1.7, 2.0, 0.5, 2, 2
     lhs = coulomb_pair_log_z(beta, d, kappa, lam)
     rhs = (d * n / 3) * math.log(lam / kappa) + coulomb_pair_log_z(

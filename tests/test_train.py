@@ -1,4 +1,4 @@
-"""Training driver: one trace per run, checkpoints, exact resume, NaN safety."""
+"""The one training loop: one trace per run, chunking, checkpoints, exact resume, NaN safety."""
 
 import equinox as eqx
 import jax
@@ -7,24 +7,59 @@ import numpy as np
 import pytest
 from conftest import assert_allclose
 
-from boltzgen.flows import make_sampler
+from boltzgen.flows import CNF, make_sampler
 from boltzgen.systems import CoulombGas, Gaussian
-from boltzgen.train import make_optimizer, make_step, reverse_kl_loss, train
+from boltzgen.train import (
+    FlowMatching,
+    ReverseKL,
+    Trainer,
+    reverse_kl_loss,
+    train,
+    train_matching,
+)
 
 
 def _leaves(s):
     return [np.asarray(a) for a in jax.tree.leaves(eqx.filter(s, eqx.is_array))]
 
 
-def test_step_traces_once_and_beta_does_not_recompile():
+def test_chunk_traces_once_whatever_the_number_of_chunks():
+    """The chunk is traced once: the last, partial chunk is masked, not recompiled."""
     system = Gaussian.isotropic(4, 0.5)
     q = make_sampler("realnvp", system, key=jax.random.key(0), n_layers=2, hidden=16)
-    opt = make_optimizer(1e-3, 10)
-    step = make_step(opt, system.energy, 32, max_traces=1)
-    state = opt.init(eqx.filter(q, eqx.is_inexact_array))
-    for i, beta in enumerate([1.0, 2.0, 3.0]):
-        q, state, info = step(q, state, jnp.asarray(beta, jnp.float32), jax.random.key(i))
-    assert np.isfinite(float(info["loss"]))
+    st = train(
+        q,
+        system.energy,
+        1.0,
+        key=jax.random.key(1),
+        trainer=Trainer(steps=23, batch_size=32, chunk=5),
+        progress=False,
+        max_traces=1,
+    )
+    assert st.step == 23 and len(st.history["loss"]) == 23
+    assert np.all(np.isfinite(st.history["loss"]))
+    assert np.all(np.diff(st.history["wall_time"]) >= 0)
+
+
+def test_chunking_does_not_change_the_result():
+    """Chunk lengths 1, 4 and 7 (with a masked remainder) run the same steps with the same keys."""
+    system = CoulombGas(3, 2)
+    q = make_sampler("equivariant", system, key=jax.random.key(0), n_layers=2, hidden=16)
+    runs = [
+        train(
+            q,
+            system.energy,
+            2.0,
+            key=jax.random.key(3),
+            trainer=Trainer(steps=12, batch_size=32, chunk=c),
+            progress=False,
+        )
+        for c in (1, 4, 7)
+    ]
+    for other in runs[1:]:
+        assert_allclose(runs[0].history["loss"], other.history["loss"], rtol=1e-5, atol=1e-6)
+        for a, b in zip(_leaves(runs[0].model), _leaves(other.model), strict=True):
+            assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_training_reduces_the_variational_bound_gaussian():
@@ -35,9 +70,7 @@ def test_training_reduces_the_variational_bound_gaussian():
         system.energy,
         1.0,
         key=jax.random.key(1),
-        steps=300,
-        batch_size=256,
-        learning_rate=3e-3,
+        trainer=Trainer(steps=300, batch_size=256, learning_rate=3e-3),
         progress=False,
     )
     loss = np.asarray(st.history["loss"])
@@ -47,52 +80,178 @@ def test_training_reduces_the_variational_bound_gaussian():
     assert loss[-50:].mean() - exact_beta_f < 0.05
 
 
-def test_checkpoint_resume_is_exact(tmp_path):
+def test_checkpoint_beyond_the_steps_is_refused(tmp_path):
     system = CoulombGas(3, 2)
     ck = tmp_path / "c.ckpt"
-    # The schedule depends on the total number of steps: an interrupted run has the same one.
-    kw = dict(
-        key=jax.random.key(2), batch_size=64, optimizer=make_optimizer(1e-3, 20), progress=False
-    )
     q0 = make_sampler("equivariant", system, key=jax.random.key(0), n_layers=2, hidden=16)
-    full = train(q0, system.energy, 2.0, steps=20, **kw)
-    # Interrupted after 10 steps (the checkpoint of step 10), then resumed to 20.
-    part = train(q0, system.energy, 2.0, steps=10, checkpoint_path=ck, checkpoint_every=5, **kw)
-    assert part.step == 10 and ck.exists()
-    resumed = train(q0, system.energy, 2.0, steps=20, checkpoint_path=ck, resume=True, **kw)
-    assert resumed.step == 20 and len(resumed.history["loss"]) == 20
-    for a, b in zip(_leaves(full.sampler), _leaves(resumed.sampler), strict=True):
-        assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert_allclose(full.history["loss"], resumed.history["loss"], rtol=1e-5)
+    kw = dict(key=jax.random.key(2), progress=False)
+    done = train(
+        q0, system.energy, 2.0, trainer=Trainer(steps=8, batch_size=16), checkpoint=ck, **kw
+    )
+    assert done.step == 8 and ck.exists()
+    with pytest.raises(ValueError, match="beyond train.steps = 4"):
+        train(
+            q0,
+            system.energy,
+            2.0,
+            trainer=Trainer(steps=4, batch_size=16),
+            checkpoint=ck,
+            resume=True,
+            **kw,
+        )
+    # Extending a finished run continues from its checkpoint.
+    more = train(
+        q0,
+        system.energy,
+        2.0,
+        trainer=Trainer(steps=10, batch_size=16),
+        checkpoint=ck,
+        resume=True,
+        **kw,
+    )
+    assert more.step == 10 and len(more.history["loss"]) == 10
 
 
-def test_checkpoint_for_another_sampler_is_refused(tmp_path):
+def _interrupted(tmp_path, run_fn, steps, stop_at):
+    """Run ``run_fn(trainer, checkpoint, resume)`` to ``stop_at`` by a run killed there, then
+    resume to ``steps``; return (uninterrupted, resumed) states."""
+    full = run_fn(Trainer(steps=steps, batch_size=32, chunk=4), None, False)
+    ck = tmp_path / "r.ckpt"
+
+    class Killed(Exception):
+        pass
+
+    import boltzgen.train._trainer as tr
+
+    real_save = tr.save_checkpoint
+
+    def save_then_die(path, state, **kw):
+        real_save(path, state, **kw)
+        if state.step >= stop_at:
+            raise Killed
+
+    tr.save_checkpoint = save_then_die
+    try:
+        with pytest.raises(Killed):
+            run_fn(
+                Trainer(steps=steps, batch_size=32, chunk=4, checkpoint_every=stop_at), ck, False
+            )
+    finally:
+        tr.save_checkpoint = real_save
+    resumed = run_fn(
+        Trainer(steps=steps, batch_size=32, chunk=4, checkpoint_every=stop_at), ck, True
+    )
+    return full, resumed
+
+
+def test_killed_and_resumed_reverse_kl_equals_the_uninterrupted_run(tmp_path):
+    system = CoulombGas(3, 2)
+    q0 = make_sampler("equivariant", system, key=jax.random.key(0), n_layers=2, hidden=16)
+
+    def run_fn(trainer, ck, resume):
+        return train(
+            q0,
+            system.energy,
+            2.0,
+            key=jax.random.key(5),
+            trainer=trainer,
+            checkpoint=ck,
+            resume=resume,
+            progress=False,
+        )
+
+    full, resumed = _interrupted(tmp_path, run_fn, 16, 8)
+    assert resumed.step == 16
+    assert_allclose(full.history["loss"], resumed.history["loss"], rtol=1e-6)
+    for a, b in zip(_leaves(full.model), _leaves(resumed.model), strict=True):
+        assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_killed_and_resumed_flow_matching_equals_the_uninterrupted_run(tmp_path):
+    """Flow matching checkpoints and resumes through the same loop (pairing on the host)."""
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(512, 3, 2)).astype(np.float32) * 0.5
+    cnf = CNF((3, 2), key=jax.random.key(0), hidden=16, depth=1, n_steps=4)
+
+    def run_fn(trainer, ck, resume):
+        from boltzgen.train._matching import as_data
+        from boltzgen.train._objectives import Task
+
+        task = Task(
+            cnf, {"data": as_data(cnf, data, "data")}, pair=lambda a, b: np.asarray(b)[::-1].copy()
+        )
+        return trainer.fit(
+            FlowMatching(),
+            task,
+            key=jax.random.key(1),
+            checkpoint=ck,
+            resume=resume,
+            progress=False,
+        )
+
+    full, resumed = _interrupted(tmp_path, run_fn, 12, 8)
+    assert_allclose(full.history["loss"], resumed.history["loss"], rtol=1e-6)
+    for a, b in zip(_leaves(full.model), _leaves(resumed.model), strict=True):
+        assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_killed_and_resumed_beta_range_curve_training_equals_the_uninterrupted_run(tmp_path):
+    """The β-range (curve) objective checkpoints and resumes through the same loop."""
+    from spin_models import MeanField
+
+    from boltzgen.systems import Ising
+    from boltzgen.train import BetaRange
+
+    system = Ising(3)
+    q0 = MeanField(system.event_shape, key=jax.random.key(0))
+
+    def run_fn(trainer, ck, resume):
+        return train(
+            q0,
+            system.energy,
+            (0.2, 0.6),
+            key=jax.random.key(4),
+            objective=BetaRange(),
+            trainer=trainer,
+            checkpoint=ck,
+            resume=resume,
+            progress=False,
+        )
+
+    full, resumed = _interrupted(tmp_path, run_fn, 12, 8)
+    assert_allclose(full.history["loss"], resumed.history["loss"], rtol=1e-6)
+    for a, b in zip(_leaves(full.model), _leaves(resumed.model), strict=True):
+        assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_checkpoint_for_another_sampler_or_run_is_refused(tmp_path):
     system = CoulombGas(3, 2)
     ck = tmp_path / "c.ckpt"
     q = make_sampler("equivariant", system, key=jax.random.key(0), n_layers=2, hidden=16)
-    train(
-        q,
-        system.energy,
-        2.0,
-        key=jax.random.key(0),
-        steps=2,
-        batch_size=8,
-        checkpoint_path=ck,
-        progress=False,
-    )
+    kw = dict(key=jax.random.key(0), progress=False)
+    trainer = Trainer(steps=2, batch_size=8)
+    st = train(q, system.energy, 2.0, trainer=trainer, checkpoint=ck, **kw)
+    assert st.step == 2
     other = make_sampler("equivariant", system, key=jax.random.key(0), n_layers=3, hidden=16)
     with pytest.raises(ValueError, match="was it written for another sampler"):
         train(
             other,
             system.energy,
             2.0,
-            key=jax.random.key(0),
-            steps=4,
-            batch_size=8,
-            checkpoint_path=ck,
+            trainer=Trainer(steps=4, batch_size=8),
+            checkpoint=ck,
             resume=True,
-            progress=False,
+            **kw,
         )
+    task = ReverseKL().energy_task(q, system.energy, 2.0)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        Trainer(steps=4, batch_size=8).fit(
+            ReverseKL(), task, checkpoint=ck, resume=True, fingerprint="another", **kw
+        )
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        train(q, system.energy, 2.0, trainer=trainer, checkpoint=bad, resume=True, **kw)
 
 
 def test_nonfinite_samples_are_masked_and_counted():
@@ -107,6 +266,41 @@ def test_nonfinite_samples_are_masked_and_counted():
     loss, aux = reverse_kl_loss(q, energy, 1.0, key=jax.random.key(1), batch_size=1000)
     assert 50 < int(aux["n_nonfinite"]) < 300  # P(x0 > 1) ≈ 0.16
     assert np.isfinite(float(loss))
-    st = train(q, energy, 1.0, key=jax.random.key(0), steps=5, batch_size=64, progress=False)
+    st = train(
+        q,
+        energy,
+        1.0,
+        key=jax.random.key(0),
+        trainer=Trainer(steps=5, batch_size=64),
+        progress=False,
+    )
     assert all(np.isfinite(st.history["loss"])) and max(st.history["n_nonfinite"]) > 0
-    assert all(np.isfinite(a).all() for a in _leaves(st.sampler))
+    assert all(np.isfinite(a).all() for a in _leaves(st.model))
+
+
+def test_train_matching_rejects_bad_input():
+    data = np.zeros((10, 2, 2), np.float32)
+    cnf = CNF((2, 2), key=jax.random.key(0), hidden=8, depth=1, n_steps=2)
+    t = Trainer(steps=1, batch_size=4)
+    with pytest.raises(ValueError, match="unknown pairing 'greedy'"):
+        train_matching(cnf, data, key=jax.random.key(1), trainer=t, pairing="greedy")
+    with pytest.raises(ValueError, match="one data array"):
+        train_matching(cnf, (data, data), key=jax.random.key(1), trainer=t)
+    with pytest.raises(ValueError, match="shape"):
+        train_matching(cnf, np.zeros((10, 3)), key=jax.random.key(1), trainer=t)
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(steps=-1), "steps must be an integer >= 0"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(learning_rate=0.0), "learning_rate must be > 0"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number"),
+        (dict(chunk=0), "chunk must be an integer >= 1"),
+        (dict(steps="abc"), "steps must be an integer"),
+    ],
+)
+def test_trainer_rejects_bad_settings(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        Trainer(**kw)

@@ -9,8 +9,10 @@ from spin_models import MeanField
 
 from boltzgen.systems import Ising, SherringtonKirkpatrick, all_states, enumerate_log_z
 from boltzgen.train import (
-    make_optimizer,
-    make_step,
+    BetaRange,
+    Reinforce,
+    ReverseKL,
+    Trainer,
     reinforce_beta_range_loss,
     reinforce_loss,
     train,
@@ -81,12 +83,10 @@ def test_train_reinforce_reaches_mean_field_optimum_and_anneal_keeps_one_trace()
         system.energy,
         beta,
         key=jax.random.key(1),
-        steps=300,
-        batch_size=256,
-        learning_rate=5e-2,
-        objective="reinforce",
-        beta_anneal=0.3,
+        objective=Reinforce(beta_anneal=0.3),
+        trainer=Trainer(steps=300, batch_size=256, learning_rate=5e-2),
         progress=False,
+        max_traces=1,
     )
     final = float(_exact_objective(st.sampler, system, beta))
     start = float(_exact_objective(q, system, beta))
@@ -96,23 +96,26 @@ def test_train_reinforce_reaches_mean_field_optimum_and_anneal_keeps_one_trace()
 
 
 def test_beta_anneal_validation():
-    system = Ising(2)
-    q = MeanField(system.event_shape, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="beta_anneal"):
-        train(
-            q, system.energy, 1.0, key=jax.random.key(0), steps=2, beta_anneal=1.5, progress=False
-        )
+    with pytest.raises(ValueError, match="beta_anneal must be in"):
+        Reinforce(beta_anneal=1.5)
+    with pytest.raises(ValueError, match="beta_anneal must be in"):
+        ReverseKL(beta_anneal=-0.1)
 
 
 def test_beta_range_objective_traces_once_and_groups_temperatures():
     system = Ising(3)
     q = MeanField(system.event_shape, key=jax.random.key(0))
-    opt = make_optimizer(1e-2, 10)
-    step = make_step(opt, system.energy, 64, objective="reinforce_beta_range", max_traces=1)
-    state = opt.init(eqx.filter(q, eqx.is_inexact_array))
-    for i in range(3):
-        q, state, info = step(q, state, jnp.asarray([0.2, 0.8], jnp.float32), jax.random.key(i))
-    assert np.isfinite(float(info["loss"]))
+    st = train(
+        q,
+        system.energy,
+        (0.2, 0.8),
+        key=jax.random.key(0),
+        objective=BetaRange(),
+        trainer=Trainer(steps=9, batch_size=64, learning_rate=1e-2, chunk=4),
+        progress=False,
+        max_traces=1,
+    )
+    assert np.all(np.isfinite(st.history["loss"]))
     with pytest.raises(ValueError, match="batch_size"):
         reinforce_beta_range_loss(
             q, system.energy, jnp.asarray([0.2, 0.8]), key=jax.random.key(0), batch_size=8

@@ -7,7 +7,7 @@ MBAR return ln(Z_B/Z_A) = −Δf; see docs/estimators.md.
 """
 
 from boltzgen.estimators._bar import MIN_TRUSTED_OVERLAP, bar, bar_delta_f
-from boltzgen.estimators._estimate import KINDS, Estimate
+from boltzgen.estimators._estimate import FLAGS, KINDS, Cost, Estimate
 from boltzgen.estimators._feat import FEAT_METHODS, feat
 from boltzgen.estimators._importance import (
     MIN_TRUSTED_ESS,
@@ -40,7 +40,9 @@ from boltzgen.estimators._work import (
 )
 
 __all__ = [
+    "Cost",
     "Estimate",
+    "FLAGS",
     "FEAT_METHODS",
     "KINDS",
     "MIN_TRUSTED_ESS",

@@ -14,6 +14,7 @@ from scipy.optimize import brentq
 from scipy.special import expit, log_expit, logsumexp
 
 from boltzgen.estimators._estimate import Estimate
+from boltzgen.estimators._estimate import fields_from_diagnostics as _fields
 
 #: Below this two-state overlap a BAR error bar is flagged (pymbar's threshold for "poor").
 MIN_TRUSTED_OVERLAP = 0.03
@@ -198,4 +199,6 @@ def bar(
             br = wr[rng.integers(0, wr.size, wr.size)]
             vals[b] = _bar(bf, br, tol)[0]
         extra["log_z_stderr_bootstrap"] = float(np.std(vals, ddof=1)) if n_boot > 1 else math.nan
-    return Estimate(method, -delta_f, stderr, "estimate", int(wf.size + wr.size), math.nan, extra)
+    return Estimate(
+        method, -delta_f, stderr, "estimate", int(wf.size + wr.size), math.nan, **_fields(extra)
+    )

@@ -1,6 +1,7 @@
 """Importance sampling, bounds and effective sample sizes on arrays of log-weights (float64).
 
-Conventions (PHYSICS.md): u(x) = βE(x), log-weight of a model sample w(x) = -u(x) - ln q(x).
+Conventions: reduced energy u(x) = βE(x), Z = ∫ e^{-u(x)} dx, and the log-weight of a model
+sample w(x) = -u(x) - ln q(x), so that E_q[e^w] = Z.
 Every function here takes plain arrays and returns float64 NumPy values; nothing knows about
 systems or samplers.
 """
@@ -13,6 +14,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from boltzgen.estimators._estimate import Estimate
+from boltzgen.estimators._estimate import fields_from_diagnostics as _fields
 
 #: Below this Kish ESS an importance-sampling error bar is flagged as untrustworthy.
 MIN_TRUSTED_ESS = 100.0
@@ -127,7 +129,9 @@ def importance_log_z(
             )
         extra["log_z_stderr_bootstrap"] = bootstrap_log_z_stderr(w, rng=rng, n_boot=n_boot)
     log_z = float(logsumexp(w) - math.log(w.size)) if np.any(np.isfinite(w)) else -math.inf
-    return Estimate(method, log_z, importance_stderr(w), "estimate", int(w.size), ess, extra)
+    return Estimate(
+        method, log_z, importance_stderr(w), "estimate", int(w.size), ess, **_fields(extra)
+    )
 
 
 def variational_bound(log_w, *, method: str = "variational") -> Estimate:
@@ -151,7 +155,7 @@ def variational_bound(log_w, *, method: str = "variational") -> Estimate:
             "upper_bound",
             int(w.size),
             math.nan,
-            {"n_nonfinite": int(w.size)},
+            n_nonfinite=int(w.size),
         )
     stderr = float(np.std(wf, ddof=1) / math.sqrt(wf.size)) if wf.size > 1 else math.inf
     return Estimate(
@@ -161,7 +165,7 @@ def variational_bound(log_w, *, method: str = "variational") -> Estimate:
         "upper_bound",
         int(w.size),
         math.nan,
-        {"n_nonfinite": int((~finite).sum())},
+        n_nonfinite=int((~finite).sum()),
     )
 
 
@@ -230,13 +234,11 @@ def forward_bound(
             "lower_bound",
             int(a.size),
             float(a.size) if log_w_p is None else kish_ess(log_w_p),
-            {"n_nonfinite": n_nonfinite},
+            n_nonfinite=n_nonfinite,
         )
     mean, err = weighted_mean(a, log_w_p)
     ess = float(a.size) if log_w_p is None else kish_ess(log_w_p)
-    return Estimate(
-        method, -mean, err, "lower_bound", int(a.size), ess, {"n_nonfinite": n_nonfinite}
-    )
+    return Estimate(method, -mean, err, "lower_bound", int(a.size), ess, n_nonfinite=n_nonfinite)
 
 
 def forward_ess(log_w_at_p_samples) -> float:
@@ -318,4 +320,6 @@ def reverse_importance_log_z(
             raise ValueError("reverse_importance_log_z: n_boot > 0 needs an rng")
         extra["log_z_stderr_bootstrap"] = bootstrap_log_z_stderr(v, rng=rng, n_boot=n_boot)
     log_z = -float(logsumexp(v) - math.log(v.size)) if np.any(np.isfinite(v)) else math.inf
-    return Estimate(method, log_z, importance_stderr(v), "estimate", int(w.size), ess_fwd, extra)
+    return Estimate(
+        method, log_z, importance_stderr(v), "estimate", int(w.size), ess_fwd, **_fields(extra)
+    )

@@ -188,5 +188,5 @@ def mbar_estimate(u_kn, n_k, i: int, j: int, *, method: str = "mbar") -> Estimat
         "estimate",
         int(n.sum()),
         math.nan,
-        {"n_states": int(k), "n_i": int(n[i]), "n_j": int(n[j])},
+        extra={"n_states": int(k), "n_i": int(n[i]), "n_j": int(n[j])},
     )

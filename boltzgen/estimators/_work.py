@@ -15,6 +15,7 @@ from scipy.special import logsumexp
 
 from boltzgen.estimators._bar import as_works, bar
 from boltzgen.estimators._estimate import Estimate
+from boltzgen.estimators._estimate import fields_from_diagnostics as _fields
 from boltzgen.estimators._importance import MIN_TRUSTED_ESS, importance_stderr, kish_ess
 
 
@@ -48,7 +49,7 @@ def jarzynski(work_forward, *, method: str = "jarzynski_forward") -> Estimate:
     """
     wf, n_nan = as_works(work_forward, "work_forward")
     log_mean, stderr, ess, extra = _exp_average(wf, n_nan)
-    return Estimate(method, log_mean, stderr, "estimate", int(wf.size), ess, extra)
+    return Estimate(method, log_mean, stderr, "estimate", int(wf.size), ess, **_fields(extra))
 
 
 def jarzynski_reverse(work_reverse, *, method: str = "jarzynski_reverse") -> Estimate:
@@ -65,7 +66,7 @@ def jarzynski_reverse(work_reverse, *, method: str = "jarzynski_reverse") -> Est
     """
     wr, n_nan = as_works(work_reverse, "work_reverse")
     log_mean, stderr, ess, extra = _exp_average(wr, n_nan)
-    return Estimate(method, -log_mean, stderr, "estimate", int(wr.size), ess, extra)
+    return Estimate(method, -log_mean, stderr, "estimate", int(wr.size), ess, **_fields(extra))
 
 
 def _mean_bound(works: np.ndarray, sign: float, method: str, kind: str) -> Estimate:
@@ -81,7 +82,7 @@ def _mean_bound(works: np.ndarray, sign: float, method: str, kind: str) -> Estim
             kind,
             int(works.size),
             math.nan,
-            {"n_nonfinite": n_bad},
+            n_nonfinite=n_bad,
         )
     stderr = float(np.std(wf, ddof=1) / math.sqrt(wf.size)) if wf.size > 1 else math.inf
     return Estimate(
@@ -91,7 +92,7 @@ def _mean_bound(works: np.ndarray, sign: float, method: str, kind: str) -> Estim
         kind,
         int(works.size),
         math.nan,
-        {"n_nonfinite": n_bad},
+        n_nonfinite=n_bad,
     )
 
 

@@ -9,7 +9,9 @@ zero-COM sampler q_⊥ and R independently from N(0, s² I_d) is
 
 This is exact and keeps every symmetry of q_⊥ (permutations, rotations about the origin when
 the COM Gaussian is isotropic). For a harmonic trap E = κΣ|x_i|² + V(y) the centre of mass
-separates exactly: R ~ N(0, I/(2Nβκ)) and ln Z = (d/2) ln(π/(βκ)) + ln Z_⊥ (PHYSICS.md), so a
+separates exactly, since Σ_i |x_i|² = Σ_i |y_i|² + N|R|²: R ~ N(0, I/(2Nβκ)) and
+ln Z = (d/2) ln(π/(βκ)) + ln Z_⊥ (the Jacobian N^{d/2} times the Gaussian integral
+(π/(Nβκ))^{d/2}), with Z_⊥ = ∫ exp(−β[κΣ|y_i|² + V(y)]) dσ(y) on the subspace, so a
 zero-COM model of the interaction part plus this split reproduces the labelled-particle ln Z
 over all coordinates. The COM scale s is a trainable leaf (stored as ln s); for the trap its
 optimum is the exact 1/√(2Nβκ).

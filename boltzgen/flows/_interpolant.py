@@ -14,9 +14,10 @@ b is the velocity of the probability-flow ODE ẋ = b(t, x), which maps ρ₀ on
 score, ẋ = b + ε s + √(2ε) ξ transports ρ_t for any ε(t) ≥ 0 (the escorted / FEAT paths of
 :mod:`boltzgen.mcmc._escorted`). The fields are learned by :mod:`boltzgen.train._matching`.
 
-The fields are those of :class:`boltzgen.flows._cnf.CNF` (a permutation- and
-rotation-equivariant :class:`~boltzgen.flows._cnf.ParticleField` for particles (N, d), else an
-:class:`~boltzgen.flows._cnf.MLPField`), so with a Gaussian source :meth:`Interpolant.as_cnf`
+The fields are those of :class:`boltzgen.flows._cnf.CNF` (:mod:`boltzgen.flows._fields`: a
+permutation- and rotation-equivariant particle field, by default
+:class:`~boltzgen.flows._fields.RadialBasisField`, for particles (N, d), else an
+:class:`~boltzgen.flows._fields.MLPField`), so with a Gaussian source :meth:`Interpolant.as_cnf`
 turns b into a CNF with the exact divergence and exact ln q.
 """
 
@@ -29,16 +30,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from boltzgen.flows._cnf import (
-    CNF,
-    MLPField,
-    ParticleField,
-    RadialBasisField,
-    centre_batch,
-    gaussian_log_prob,
-    make_field,
-    support_dim,
-)
+from boltzgen.flows._cnf import CNF, centre_batch, gaussian_log_prob, support_dim
+from boltzgen.flows._fields import MLPField, ParticleField, RadialBasisField, make_field
 from boltzgen.flows._nn import param_dtype
 
 SOURCES = ("gaussian", "data")
@@ -63,7 +56,7 @@ class Interpolant(eqx.Module):
     ε(t) = ε₀ γ(t)², is finite without any clip: :meth:`escort` returns −ε₀ γ η.
 
     Zero centre of mass (``zero_com=True``, particles (N, d)): the source, the noise z and the
-    data live on {Σ_i x_i = 0}; both fields are the centred :class:`ParticleField`, so b, η
+    data live on {Σ_i x_i = 0}; both fields are centred particle fields, so b, η
     and s are tangent to the subspace.
 
     Args:

@@ -61,7 +61,8 @@ class OrderedFlow(AbstractSampler):
     Why ln Z comes out right: for a permutation-symmetric target, R^{N×d} is (up to the null
     set of ties) the disjoint union of the N! images π(D), each carrying the same mass, so
     Z_labelled = N!·Z_D. Importance sampling with q gives w(x) = -u(x) - ln q_D(sort(x)) + ln N!,
-    whose mean exponential is exactly N!·Z_D = Z_labelled (DESIGN.md, "Labelled particles").
+    whose mean exponential is exactly N!·Z_D = Z_labelled, the ln Z the particle systems
+    report: that of labelled particles, ∫ e^{−u} over all of R^{N×d}, with no 1/N! factor.
 
     Caveat for d ≥ 2: q vanishes where two first coordinates coincide although the target does
     not, which fattens the weight tails; prefer :class:`EquivariantFlow` there.

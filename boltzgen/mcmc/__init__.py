@@ -26,6 +26,13 @@ Spin systems (Ising, SK, Edwards–Anderson): lattice kernels :func:`checkerboar
 :func:`swendsen_wang_step`, :func:`single_spin_step` (State/Info :class:`SpinState` /
 :class:`SpinInfo`), :func:`sample_spins` and :func:`spin_observables`, and ln Z by
 :func:`thermodynamic_integration` or :func:`beta_annealing` (a :class:`SpinFreeEnergy`).
+
+Layout by concept (private modules): ``_moves`` (the blackjax HMC/MALA move, the step-size
+rules, the zero-centre-of-mass particle move), ``_scan`` (chunked, ahead-of-time compiled
+scans with a progress bar), ``_checks`` (argument checks), ``_diagnostics`` (τ_int, ESS, R̂);
+the samplers ``_ais``, ``_refine``, ``_nmcmc``, ``_reference``, ``_ladder``, ``_particles``,
+``_escorted``; spins in ``_spin_kernels``, ``_spin_sampling``, ``_spin_observables`` and
+``_spin_free_energy`` (``_spins`` re-exports them).
 """
 
 from boltzgen.mcmc._ais import (
@@ -61,28 +68,28 @@ from boltzgen.mcmc._reference import (
     particle_reference,
 )
 from boltzgen.mcmc._refine import RefineInfo, RefineResult, RefineState, refine_anneal
-from boltzgen.mcmc._spins import (
-    SPIN_KERNELS,
-    SpinChains,
+from boltzgen.mcmc._spin_free_energy import (
     SpinFreeEnergy,
-    SpinInfo,
-    SpinObservables,
-    SpinState,
     beta_annealing,
     beta_schedule,
-    checkerboard_step,
     clenshaw_curtis,
+    thermodynamic_integration,
+)
+from boltzgen.mcmc._spin_kernels import (
+    SPIN_KERNELS,
+    SpinInfo,
+    SpinState,
+    checkerboard_step,
     critical_beta,
     lattice_colouring,
     random_spins,
-    sample_spins,
     single_spin_step,
     spin_init,
-    spin_observables,
     spin_step,
     swendsen_wang_step,
-    thermodynamic_integration,
 )
+from boltzgen.mcmc._spin_observables import SpinObservables, spin_observables
+from boltzgen.mcmc._spin_sampling import SpinChains, sample_spins
 
 __all__ = [
     "AISChains",

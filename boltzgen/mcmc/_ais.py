@@ -1,38 +1,57 @@
 """Annealed importance sampling (AIS) with blackjax HMC / MALA moves.
 
-Two levels (STYLE.md §1–2):
+Two levels:
 
 * a pure kernel, :func:`ais_init` / :func:`ais_step`, acting on a batch of chains, whose loop the
-  caller owns (``lax.scan`` over annealing steps, ``vmap`` over chains inside);
+  caller owns (``lax.scan`` over annealing steps, ``vmap`` over chains inside), with the state
+  and the per-step diagnostics as NamedTuples (:class:`AISState`, :class:`AISInfo`);
 * one entry point, :func:`ais`, that builds the schedule, runs the scan under ``jit`` (in float64
   by default), times it outside ``jit`` and returns an :class:`AISResult`.
 
-The MCMC moves themselves are blackjax's (``blackjax.mcmc.hmc.build_kernel`` and
-``blackjax.mcmc.mala.build_kernel``, which take the log density at call time, so the λ-dependent
-density is built inside the scan body). What is hand-written here is only the AIS bookkeeping:
-weight increments, the carried (log π_0, log π_1, gradients) per chain, and the step-size rule.
+The MCMC moves themselves are blackjax's (:func:`~boltzgen.mcmc._moves.blackjax_move`, which
+takes the log density at call time, so the λ-dependent density is built inside the scan body),
+and so is the step-size rule (:func:`~boltzgen.mcmc._moves.adapt_step_size`). What is written
+here is only the AIS bookkeeping: weight increments and the carried (log π_0, log π_1,
+gradients) per chain.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-import blackjax.mcmc.hmc as bj_hmc
-import blackjax.mcmc.mala as bj_mala
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
-from tqdm.auto import tqdm
 
 from boltzgen.estimators import importance_stderr, kish_ess, logmeanexp, normalised_weights
+from boltzgen.mcmc._checks import check_int, check_precision, check_step_sizes, check_target_accept
+from boltzgen.mcmc._moves import (
+    KERNELS,
+    TARGET_ACCEPT,
+    adapt_step_size,
+    blackjax_move,
+    check_kernel,
+)
+from boltzgen.mcmc._scan import run_chunked
 
-KERNELS = ("hmc", "mala")
 SCHEDULES = ("power", "linear")
+
+__all__ = [
+    "KERNELS",
+    "SCHEDULES",
+    "AISChains",
+    "AISInfo",
+    "AISResult",
+    "AISState",
+    "add_increment",
+    "ais",
+    "ais_init",
+    "ais_step",
+    "annealing_schedule",
+]
 
 
 class AISChains(NamedTuple):
@@ -92,6 +111,21 @@ def _value_and_grads(position, log_density_0, log_density_1):
     l0, g0 = jax.value_and_grad(log_density_0)(position)
     l1, g1 = jax.value_and_grad(log_density_1)(position)
     return l0, l1, g0, g1
+
+
+def add_increment(chains: AISChains, lambda_prev, lambda_next):
+    """The weight increment of every chain at its carried x_{k-1}, added to its log-weight.
+
+    dw = (λ_k - λ_{k-1}) [log π_1 - log π_0](x_{k-1}), summed with Kahan compensation.
+
+    Returns:
+        ``(dw, log_weight, log_weight_compensation)``.
+    """
+    dw = (lambda_next - lambda_prev) * (chains.log_density_1 - chains.log_density_0)
+    y = dw - chains.log_weight_compensation
+    t = chains.log_weight + y
+    comp = (t - chains.log_weight) - y
+    return dw, t, comp
 
 
 def ais_init(
@@ -195,11 +229,7 @@ def ais_step(
     eps = state.step_size if step_size is None else jnp.asarray(step_size, dtype)
 
     # 1. weight increment at x_{k-1} (Kahan-compensated running sum).
-    dw = (lambda_next - lambda_prev) * (chains.log_density_1 - chains.log_density_0)
-    y = dw - chains.log_weight_compensation
-    t = chains.log_weight + y
-    comp = (t - chains.log_weight) - y
-    log_weight = t
+    dw, log_weight, comp = add_increment(chains, lambda_prev, lambda_next)
 
     # 2. move at λ_k.
     def log_density(x):
@@ -208,16 +238,9 @@ def ais_step(
     def move_one(k, x, l0, l1, g0, g1):
         ld = (1 - lambda_next) * l0 + lambda_next * l1
         grad = jax.tree.map(lambda a, b: (1 - lambda_next) * a + lambda_next * b, g0, g1)
-        if kernel == "hmc":
-            inv_mass = jnp.ones(math.prod(jnp.shape(x)), dtype)
-            new, info = bj_hmc.build_kernel()(
-                k, bj_hmc.HMCState(x, ld, grad), log_density, eps, inv_mass, n_leapfrog
-            )
-            divergent = info.is_divergent
-        else:
-            new, info = bj_mala.build_kernel()(k, bj_mala.MALAState(x, ld, grad), log_density, eps)
-            divergent = jnp.zeros((), bool)
-        acc = jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0)
+        new, acc, divergent = blackjax_move(
+            k, x, ld, grad, log_density, eps, kernel=kernel, n_leapfrog=n_leapfrog, mass_dtype=dtype
+        )
         if reuse_move_density:
             nl1, ng1 = jax.value_and_grad(log_density_1)(new.position)
             at_one = lambda_next >= 1
@@ -244,7 +267,7 @@ def ais_step(
     )
     mean_acc = jnp.mean(acc).astype(dtype)
     if step_size is None:
-        next_eps = eps * jnp.exp(adapt_rate * (mean_acc - target_accept))
+        next_eps = adapt_step_size(eps, mean_acc, target_accept, adapt_rate)
     else:
         next_eps = eps
     new_state = AISState(
@@ -342,12 +365,6 @@ class AISResult:
 # --- entry point ------------------------------------------------------------------------------
 
 
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def ais(
     key: Array,
     *,
@@ -414,26 +431,18 @@ def ais(
         >>> abs(r.log_z_ratio - 3 * jnp.log(2.0)) < 5 * r.log_z_ratio_stderr + 1e-3
         Array(True, dtype=bool)
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
-    if precision not in ("float64", "float32"):
-        raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
-    n_chains = _check_int("n_chains", n_chains)
-    n_leapfrog = _check_int("n_leapfrog", n_leapfrog)
+    check_kernel(kernel)
+    check_precision(precision)
+    n_chains = check_int("n_chains", n_chains)
+    n_leapfrog = check_int("n_leapfrog", n_leapfrog)
     lam = annealing_schedule(n_steps, schedule, power)
     n_steps = lam.size - 1
     if target_accept is None:
-        target_accept = 0.65 if kernel == "hmc" else 0.57
-    if not 0.0 < target_accept < 1.0:
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
+        target_accept = TARGET_ACCEPT[kernel]
+    check_target_accept(target_accept)
     fixed = np.ndim(step_size) > 0
     if fixed:
-        eps_seq = np.asarray(step_size, np.float64)
-        if eps_seq.shape != (n_steps,) or not np.all(eps_seq > 0):
-            raise ValueError(
-                f"a fixed step-size sequence must be positive with shape ({n_steps},), "
-                f"got shape {eps_seq.shape}"
-            )
+        eps_seq = check_step_sizes(step_size, n_steps)
         eps0 = float(eps_seq[0])
     else:
         eps0 = float(step_size)
@@ -452,52 +461,24 @@ def ais(
     dtype = jnp.float64 if precision == "float64" else jnp.float32
 
     def init(key):
-        k0, kr = jax.random.split(key)
-        x0 = jnp.asarray(sample_0(k0, n_chains), dtype)
-        return ais_init(x0, step_size=eps0, **kw), jax.random.split(kr, n_steps)
+        return ais_init(jnp.asarray(sample_0(key, n_chains), dtype), step_size=eps0, **kw)
 
-    def run_chunk(state, keys, lam_prev, lam_next, eps):
-        def body(state, xs):
-            k, lp, ln, e = xs
-            return ais_step(k, state, lp, ln, step_size=e if fixed else None, **step_kw)
+    def body(state, xs):
+        k, lp, ln, e = xs
+        return ais_step(k, state, lp, ln, step_size=e if fixed else None, **step_kw)
 
-        return jax.lax.scan(body, state, (keys, lam_prev, lam_next, eps))
-
-    # The scan runs in equal chunks (a divisor of K) so that a progress bar can advance between
-    # them; the chunk function compiles once and the chains never leave the device.
-    n_chunks = max(d for d in range(1, min(n_steps, 25) + 1) if n_steps % d == 0)
-    size = n_steps // n_chunks
     with jax.enable_x64(precision == "float64"):
-        t0 = time.perf_counter()
-        lam_d, eps_d = jnp.asarray(lam, dtype), jnp.asarray(eps_seq, dtype)
-        init_c = jax.jit(init).lower(key).compile()
-        state, keys = init_c(key)
-        chunk_args = (state, keys[:size], lam_d[:size], lam_d[1 : size + 1], eps_d[:size])
-        chunk_c = jax.jit(run_chunk).lower(*chunk_args).compile()
-        t1 = time.perf_counter()
-        state, keys = jax.block_until_ready(init_c(key))
-        infos = []
-        bar = tqdm(
-            total=n_steps,
-            desc=progress if isinstance(progress, str) else "ais",
-            disable=not progress,
-            unit="step",
-            dynamic_ncols=True,
+        k0, kr = jax.random.split(key)
+        xs = (
+            jax.random.split(kr, n_steps),
+            jnp.asarray(lam[:-1], dtype),
+            jnp.asarray(lam[1:], dtype),
+            jnp.asarray(eps_seq, dtype),
         )
-        for c in range(n_chunks):
-            sl = slice(c * size, (c + 1) * size)
-            state, info = chunk_c(
-                state, keys[sl], lam_d[sl], lam_d[c * size + 1 : (c + 1) * size + 1], eps_d[sl]
-            )
-            if progress:
-                jax.block_until_ready(state)
-                bar.update(size)
-            infos.append(info)
-        bar.close()
-        state = jax.block_until_ready(state)
-        t2 = time.perf_counter()
+        state, info, wall, comp, _ = run_chunked(
+            init, (k0,), body, xs, progress=progress, label="ais"
+        )
         pos, logw = jax.device_get((state.chains.position, state.chains.log_weight))
-        info = jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a]), *infos)
 
     n_grad = n_leapfrog if kernel == "hmc" else 1
     return AISResult(
@@ -508,6 +489,6 @@ def ais(
         step_sizes=np.asarray(info.step_size, np.float64),
         n_divergent=np.asarray(info.n_divergent),
         n_energy_evals=int(n_chains * (1 + n_steps * (n_grad + 1))),
-        wall_time=t2 - t1,
-        compile_time=t1 - t0,
+        wall_time=wall,
+        compile_time=comp,
     )

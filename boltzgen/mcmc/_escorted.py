@@ -44,6 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from boltzgen.mcmc._moves import centre as _centre
+
 __all__ = ["PathResult", "forward_paths", "reverse_paths", "time_grid"]
 
 
@@ -152,11 +154,6 @@ def _check_event(x, zero_com: bool, name: str):
             f"zero_com=True needs (N, d) particle events, i.e. {name} of shape "
             f"(n_paths, N, d); got {x.shape}"
         )
-
-
-def _centre(x):
-    """Project onto the zero-centre-of-mass subspace (subtract the mean over axis −2)."""
-    return x - jnp.mean(x, axis=-2, keepdims=True)
 
 
 def _identity(x):

@@ -2,8 +2,9 @@
 
 The states are E_λ(x) = κΣ|x_i|² + λ·c·V_C(x), λ_0 = 0 < λ_1 < ... < λ_{K-1} = 1 (c the system's
 coupling, V_C = Σ_{i<j} 1/|x_i − x_j|). λ = 0 is the harmonic trap with exact ln Z_0 and exact
-samples. Every state is sampled in equilibrium by blackjax HMC chains (all K·M chains in one
-``vmap``, one jitted ``lax.scan``), and ln Z_1 = ln Z_0 − Σ_k Δf_{k,k+1} follows from BAR
+samples. Every state is sampled in equilibrium by blackjax HMC chains
+(:func:`~boltzgen.mcmc._moves.blackjax_move`; all K·M chains in one ``vmap``, one jitted
+``lax.scan``), and ln Z_1 = ln Z_0 − Σ_k Δf_{k,k+1} follows from BAR
 between neighbours and, with all states at once, from MBAR.
 
 Because the reduced energy is linear in λ, u_l(x) = β(T(x) + λ_l c V(x)) with T = κΣ|x|², so
@@ -21,12 +22,16 @@ import dataclasses
 import math
 import time
 
-import blackjax.mcmc.hmc as bj_hmc
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
+from blackjax.smc.resampling import systematic
 
+from boltzgen.estimators import Cost, Estimate
+from boltzgen.mcmc._checks import check_int, check_target_accept
+from boltzgen.mcmc._diagnostics import pooled_ess
+from boltzgen.mcmc._moves import adapt_step_size, blackjax_move
+from boltzgen.mcmc._scan import compile_scans, progress_bar, run_scans, split_evenly
 from boltzgen.systems import CoulombGas
 from boltzgen.systems._coulomb import pair_distances
 
@@ -76,11 +81,18 @@ class LadderResult:
     wall_time: float
     compile_time: float
 
-
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    def to_estimates(self) -> dict[str, Estimate]:
+        """``ladder_bar`` and ``ladder_mbar`` with the number of records used and the cost."""
+        n = int(sum(self.trap_energy[::s, k].size for k, s in enumerate(self.strides)))
+        cost = Cost(n_energy_evals=float(self.n_energy_evals), wall_time=float(self.wall_time))
+        extra = dict(max_stride=int(self.strides.max()), n_states=int(self.lambdas.size))
+        return {
+            m: Estimate(m, float(lz), float(se), "estimate", n, cost=cost, extra=extra)
+            for m, lz, se in (
+                ("ladder_bar", self.log_z_bar, self.log_z_bar_stderr),
+                ("ladder_mbar", self.log_z_mbar, self.log_z_mbar_stderr),
+            )
+        }
 
 
 def coupling_ladder(
@@ -130,16 +142,15 @@ def coupling_ladder(
         raise ValueError(f"coupling_ladder needs a CoulombGas, got {type(system).__name__}")
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta!r}")
-    n_states = _check_int("n_states", n_states, 2)
-    n_chains = _check_int("n_chains", n_chains, 2)
-    n_burn = _check_int("n_burn", n_burn, 0)
-    n_records = _check_int("n_records", n_records, 2)
-    thin = _check_int("thin", thin)
-    n_leapfrog = _check_int("n_leapfrog", n_leapfrog)
+    n_states = check_int("n_states", n_states, 2)
+    n_chains = check_int("n_chains", n_chains, 2)
+    n_burn = check_int("n_burn", n_burn, 0)
+    n_records = check_int("n_records", n_records, 2)
+    thin = check_int("thin", thin)
+    n_leapfrog = check_int("n_leapfrog", n_leapfrog)
     if not power > 0:
         raise ValueError(f"power must be > 0, got {power!r}")
-    if not 0.0 < target_accept < 1.0:
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
+    check_target_accept(target_accept)
 
     beta = float(beta)
     kappa, coupling = float(system.trap), float(system.coupling)
@@ -157,11 +168,9 @@ def coupling_ladder(
             return -beta * (t + lam * coupling * v)
 
         ld, g = jax.value_and_grad(logp)(x)
-        inv_mass = jnp.ones(n * d, x.dtype)
-        new, info = bj_hmc.build_kernel()(
-            k, bj_hmc.HMCState(x, ld, g), logp, eps, inv_mass, n_leapfrog
+        new, acc, _ = blackjax_move(
+            k, x, ld, g, logp, eps, kernel="hmc", n_leapfrog=n_leapfrog, mass_dtype=x.dtype
         )
-        acc = jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0)
         return new.position, acc
 
     # vmap over chains (inner) and states (outer).
@@ -187,7 +196,7 @@ def coupling_ladder(
         keys = jax.random.split(k_move, (n_states, n_chains))
         x, acc = move_all(keys, x, lam_d * ramp, eps)
         mean_acc = jnp.mean(acc, axis=1)
-        return (x, eps * jnp.exp(mean_acc - target_accept), logw), mean_acc
+        return (x, adapt_step_size(eps, mean_acc, target_accept), logw), mean_acc
 
     def record(carry, k):
         x, eps, acc_sum = carry
@@ -210,8 +219,8 @@ def coupling_ladder(
         k0, kb, kr = jax.random.split(key, 3)
         x0 = width * jax.random.normal(k0, (n_states, n_chains, n, d), jnp.float64)
         eps0 = jnp.full((n_states,), 0.5 * width, jnp.float64)
-        burn_sizes = _split(n_burn)
-        rec_sizes = _split(n_records)
+        burn_sizes = split_evenly(n_burn)
+        rec_sizes = split_evenly(n_records)
         burn_keys = jax.random.split(kb, max(n_burn, 1))
         ramp = jnp.minimum(1.0, (jnp.arange(max(n_burn, 1)) + 1.0) / max(0.75 * n_burn, 1.0)) ** 4
         ramp_prev = jnp.concatenate([jnp.zeros(1), ramp[:-1]])
@@ -219,72 +228,34 @@ def coupling_ladder(
         steps = jnp.arange(max(n_burn, 1))
         force = ((steps % 50 == 49) & (ramp < 1.0)) | ((ramp == 1.0) & (ramp_prev < 1.0))
         rec_keys = jax.random.split(kr, n_records)
+        burn_xs = (burn_keys, ramp, ramp_prev, force)
 
         t0 = time.perf_counter()
-        burn_c = {
-            s: jax.jit(lambda c, ks: jax.lax.scan(burn, c, ks))
-            .lower((x0, eps0, logw0), (burn_keys[:s], ramp[:s], ramp_prev[:s], force[:s]))
-            .compile()
-            for s in set(burn_sizes)
-            if s > 0
-        }
+        burn_c = compile_scans(burn, (x0, eps0, logw0), burn_xs, burn_sizes)
         zero = jnp.zeros((n_states,), jnp.float64)
-        rec_c = {
-            s: jax.jit(lambda c, ks: jax.lax.scan(record, c, ks))
-            .lower((x0, eps0, zero), rec_keys[:s])
-            .compile()
-            for s in set(rec_sizes)
-            if s > 0
-        }
+        rec_c = compile_scans(record, (x0, eps0, zero), rec_keys, rec_sizes)
         t1 = time.perf_counter()
-        bar_ = tqdm(
-            total=n_burn + n_records * thin,
-            desc=progress if isinstance(progress, str) else "λ-ladder",
-            disable=not progress,
-            unit="step",
-            dynamic_ncols=True,
+        bar_ = progress_bar(progress, n_burn + n_records * thin, "λ-ladder")
+        bar_or_none = bar_ if progress else None
+        (x, eps, _), _ = run_scans(burn_c, (x0, eps0, logw0), burn_xs, burn_sizes, bar=bar_or_none)
+        carry, outs = run_scans(
+            rec_c, (x, eps, zero), rec_keys, rec_sizes, bar=bar_or_none, units_per_step=thin
         )
-        carry = (x0, eps0, logw0)
-        start = 0
-        for s in burn_sizes:
-            if s:
-                sl = slice(start, start + s)
-                carry, _ = burn_c[s](carry, (burn_keys[sl], ramp[sl], ramp_prev[sl], force[sl]))
-                start += s
-                if progress:
-                    jax.block_until_ready(carry)
-                    bar_.update(s)
-        x, eps, _ = carry
-        carry = (x, eps, zero)
-        ts, vs, xs = [], [], []
-        start = 0
-        for s in rec_sizes:
-            if s:
-                carry, (t, v, xt) = rec_c[s](carry, rec_keys[start : start + s])
-                ts.append(t)
-                vs.append(v)
-                xs.append(xt)
-                start += s
-                if progress:
-                    jax.block_until_ready(carry)
-                    bar_.update(s * thin)
         bar_.close()
         carry = jax.block_until_ready(carry)
         t2 = time.perf_counter()
         _, eps, acc_sum = carry
-        trap_e = np.concatenate([np.asarray(t) for t in ts])  # (R, K, M)
-        coul_e = np.concatenate([np.asarray(v) for v in vs])
-        x_target = np.concatenate([np.asarray(x) for x in xs])
+        trap_e = np.concatenate([np.asarray(t) for t, _, _ in outs])  # (R, K, M)
+        coul_e = np.concatenate([np.asarray(v) for _, v, _ in outs])
+        x_target = np.concatenate([np.asarray(xt) for _, _, xt in outs])
 
     # Statistical inefficiency g_k of each state's ln V trace over the M independent chains
     # (ln V: the same chain, a less heavy-tailed observable than V, whose variance under the free
     # trap is infinite in 2-D); each state is then subsampled with its own stride ⌈g_k⌉.
-    from numpyro.diagnostics import effective_sample_size
-
     g = np.empty(n_states)
     for k in range(n_states):
         chains = np.log(coul_e[:, k, :].T)  # (M, R)
-        ess = float(effective_sample_size(chains[:, :, None])[0])
+        ess = pooled_ess(chains)
         g[k] = max(1.0, chains.size / ess) if ess > 0 and np.isfinite(ess) else float(n_records)
     strides = np.minimum(n_records, np.ceil(g)).astype(int)
     t_sub = [trap_e[:: strides[k], k, :].reshape(-1) for k in range(n_states)]
@@ -335,16 +306,7 @@ def _resample_if_degenerate(key, x, logw, force):
     w = jnp.exp(logw - jnp.max(logw))
     w = w / jnp.sum(w)
     ess = 1.0 / jnp.sum(w * w)
-    u = (jax.random.uniform(key, (), w.dtype) + jnp.arange(m, dtype=w.dtype)) / m
-    idx = jnp.clip(jnp.searchsorted(jnp.cumsum(w), u), 0, m - 1)
+    idx = systematic(key, w, m)
     do = (ess < 0.5 * m) | force
     x = jnp.where(do, x[idx], x)
     return x, jnp.where(do, jnp.zeros_like(logw), logw)
-
-
-def _split(total: int, most: int = 10) -> list[int]:
-    """``total`` as equal chunks (the largest divisor ≤ ``most`` of them): one compilation."""
-    if total <= 0:
-        return []
-    parts = max(d for d in range(1, min(total, most) + 1) if total % d == 0)
-    return [total // parts] * parts

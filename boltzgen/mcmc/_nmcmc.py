@@ -1,14 +1,17 @@
 r"""Neural MCMC: independent Metropolis–Hastings with the flow q as proposal, plus local moves.
 
-A cached IMH kernel (STYLE.md §1: pure ``nmcmc_init`` / ``nmcmc_step`` with State and Info)
-keeps (x, log p(x), ∇ log p(x), log q(x)) per chain. Each step draws one proposal per chain
-with ONE batched ``sample_q`` call (which returns log q with the sample, so q's density is never
-re-evaluated for a proposal), evaluates log p there, and accepts with probability
+A cached IMH kernel (a pure ``nmcmc_init`` / ``nmcmc_step`` pair whose loop the caller owns,
+with the state and the per-step diagnostics as NamedTuples :class:`NMCMCState` /
+:class:`NMCMCInfo`) keeps (x, log p(x), ∇ log p(x), log q(x)) per chain. Each step draws one
+proposal per chain with ONE batched ``sample_q`` call (which returns log q with the sample, so
+q's density is never re-evaluated for a proposal), evaluates log p there, and accepts with
+probability
 
     α = min(1, exp([log p(x') - log q(x')] - [log p(x) - log q(x)])).
 
-Then ``n_local`` blackjax MALA/HMC moves on p follow (an IMH chain driven by a weak flow mixes
-badly where q underweights p; local moves fix that at finite length), after which log q at the
+Then ``n_local`` blackjax MALA/HMC moves on p follow
+(:func:`~boltzgen.mcmc._moves.blackjax_move`; an IMH chain driven by a weak flow mixes badly
+where q underweights p, and local moves fix that at finite length), after which log q at the
 new position is re-evaluated once (value only). The local step size adapts during burn-in
 only and is frozen afterwards, so the post-burn-in chain is a time-homogeneous p-invariant
 Markov chain. Nicoli et al., PRE 2020 (arXiv 1910.13496) for neural MCMC.
@@ -20,16 +23,22 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
-import blackjax.mcmc.hmc as bj_hmc
-import blackjax.mcmc.mala as bj_mala
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.diagnostics import effective_sample_size
 
 from boltzgen.estimators import importance_stderr, kish_ess, logmeanexp
-from boltzgen.mcmc._ais import KERNELS, _check_int
-from boltzgen.mcmc._refine import RefineResult, run_chunked
+from boltzgen.mcmc._checks import check_int, check_precision, check_target_accept
+from boltzgen.mcmc._diagnostics import integrated_autocorrelation_time
+from boltzgen.mcmc._moves import (
+    KERNELS,
+    TARGET_ACCEPT,
+    adapt_step_size,
+    blackjax_move,
+    scale_step_size,
+)
+from boltzgen.mcmc._refine import RefineResult
+from boltzgen.mcmc._scan import run_chunked
 
 
 class NMCMCState(NamedTuple):
@@ -179,24 +188,25 @@ def nmcmc_step(
         def move_one(k, x, lp, g):
             accs = []
             for kk in jax.random.split(k, n_local):
-                if local_kernel == "hmc":
-                    inv_mass = jnp.ones(math.prod(jnp.shape(x)), dtype)
-                    new, info = bj_hmc.build_kernel()(
-                        kk, bj_hmc.HMCState(x, lp, g), log_density, eps, inv_mass, n_leapfrog
-                    )
-                else:
-                    new, info = bj_mala.build_kernel()(
-                        kk, bj_mala.MALAState(x, lp, g), log_density, eps
-                    )
+                new, a, _ = blackjax_move(
+                    kk,
+                    x,
+                    lp,
+                    g,
+                    log_density,
+                    eps,
+                    kernel=local_kernel,
+                    n_leapfrog=n_leapfrog,
+                    mass_dtype=dtype,
+                )
                 x, lp, g = new.position, new.logdensity, new.logdensity_grad
-                a = info.acceptance_rate
-                accs.append(jnp.where(jnp.isfinite(a), a, 0.0))
+                accs.append(a)
             return x, lp, g, jnp.mean(jnp.stack(accs))
 
         x, lp, g, acc = jax.vmap(move_one)(jax.random.split(k_local, n), x, lp, g)
         lq = jax.vmap(log_q)(x).astype(dtype)
         local_acc = jnp.mean(acc).astype(dtype)
-        new_eps = eps * jnp.exp(adapt_rate * (local_acc - target_accept))
+        new_eps = adapt_step_size(eps, local_acc, target_accept, adapt_rate)
         eps_next = jnp.where(adapt, new_eps, eps).astype(dtype)
     else:
         eps_next = eps
@@ -218,22 +228,6 @@ def nmcmc_step(
         lp,
     )
     return new_state, info
-
-
-def integrated_autocorrelation_time(traces) -> float:
-    r"""τ_int of a scalar observable from several chains, ``traces`` of shape ``(T, n_chains)``.
-
-    τ_int = 1 + 2 Σ_{t≥1} ρ(t) with Geyer's initial monotone sequence truncation, computed with
-    ``numpyro.diagnostics.effective_sample_size`` (which pools chains through the between/within
-    variance, as in Stan): τ_int = n_chains · T / ESS. τ_int = 1 for independent draws.
-    """
-    t = np.asarray(traces, np.float64)
-    if t.ndim != 2 or t.shape[0] < 4:
-        return math.nan
-    if not np.all(np.isfinite(t)) or np.all(np.var(t, axis=0) == 0):
-        return math.nan
-    ess = float(effective_sample_size(t.T))
-    return float(t.size / ess) if ess > 0 else math.inf
 
 
 def neural_mcmc(
@@ -315,21 +309,19 @@ def neural_mcmc(
     """
     if local_kernel is not None and local_kernel not in KERNELS:
         raise ValueError(f"unknown local_kernel {local_kernel!r}; valid: hmc, mala, None")
-    if precision not in ("float64", "float32"):
-        raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
-    n_chains = _check_int("n_chains", n_chains, 2)
-    n_steps = _check_int("n_steps", n_steps)
-    n_local = _check_int("n_local", n_local, 0)
-    n_leapfrog = _check_int("n_leapfrog", n_leapfrog)
+    check_precision(precision)
+    n_chains = check_int("n_chains", n_chains, 2)
+    n_steps = check_int("n_steps", n_steps)
+    n_local = check_int("n_local", n_local, 0)
+    n_leapfrog = check_int("n_leapfrog", n_leapfrog)
     if burn_in is None:
         burn_in = n_steps // 4
-    burn_in = _check_int("burn_in", burn_in, 0)
+    burn_in = check_int("burn_in", burn_in, 0)
     if burn_in > n_steps:
         raise ValueError(f"burn_in = {burn_in} exceeds n_steps = {n_steps}")
     if target_accept is None:
-        target_accept = 0.65 if local_kernel == "hmc" else 0.57
-    if not 0.0 < target_accept < 1.0:
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
+        target_accept = TARGET_ACCEPT["hmc" if local_kernel == "hmc" else "mala"]
+    check_target_accept(target_accept)
     if step_size is not None and not float(step_size) > 0:
         raise ValueError(f"step_size must be > 0, got {step_size!r}")
     dtype = jnp.float64 if precision == "float64" else jnp.float32
@@ -351,12 +343,7 @@ def neural_mcmc(
         lq_fresh = jax.vmap(log_q)(x).astype(dtype)
         mismatch = jnp.max(jnp.abs(lq_fresh - jnp.asarray(lq, dtype)))
         lq = lq_fresh if recompute_log_q else lq
-        if step_size is None:
-            flat = x.reshape(n_chains, -1)
-            s = jnp.min(jnp.std(flat, axis=0))
-            eps0 = jnp.where(jnp.isfinite(s) & (s > 0), 0.5 * s, jnp.ones_like(s))
-        else:
-            eps0 = step_size
+        eps0 = scale_step_size(x) if step_size is None else step_size
         st = nmcmc_init(x, lq, log_density=log_density, step_size=eps0)
         return st, st.log_density - st.log_q, mismatch
 

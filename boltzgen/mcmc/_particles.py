@@ -4,28 +4,11 @@ The target is p(x) ∝ exp(−βE(x)) for configurations x of shape (N, d). For 
 translation-invariant energy (DW4, Lennard-Jones clusters with a tether to the centre of mass)
 ∫ e^{−βE} dx over R^{Nd} diverges along the centre of mass (COM), and the density is defined on
 the (N−1)d-dimensional subspace S = {x : Σ_i x_i = 0} with Lebesgue measure in orthonormal
-coordinates of S. The samplers here then move inside S exactly:
-
-* initial positions are centred, x ← x − x̄;
-* the momentum (HMC) or the proposal noise (MALA) ξ ~ N(0, I_{Nd}) is projected onto S,
-  ξ ← ξ − ξ̄ (subtract the particle mean in each spatial direction). P = I − (1/N) 1 1ᵀ ⊗ I_d
-  is the orthogonal projector onto S, so Pξ is exactly a standard normal vector in
-  orthonormal coordinates of S;
-* the gradient is projected too, ∇u ← P∇u. For a translation-invariant energy this is a
-  no-op: E(x + 1⊗a) = E(x) for all a ∈ R^d gives 0 = d/dt E(x + t 1⊗a) = a · Σ_i ∂E/∂x_i, so the
-  forces sum to zero. (Projecting anyway removes rounding and makes the sampler correct for any
-  energy: it then samples p conditioned on x̄ = 0.)
-
-Every leapfrog update (p ← p − (ε/2)∇u, x ← x + εp) therefore stays in S, and the chain is plain
-HMC in orthonormal coordinates of S with identity mass: the leapfrog map restricted to S is
-volume-preserving and reversible, the kinetic energy ½|p|² of a momentum in S is the same in
-ambient and in orthonormal coordinates, and the Metropolis test with H = u(x) + ½|p|² leaves the
-restricted density p|_S invariant. Positions are re-centred after each step (a no-op up to
-rounding) so x̄ = 0 holds to machine precision over any number of steps.
-
-MALA is HMC with a single leapfrog step: x' = x − (ε²/2)∇u(x) + εPξ, accepted with probability
-min(1, e^{−ΔH}); the Hamiltonian test is algebraically the Metropolis–Hastings ratio of the
-Langevin proposal, so one code path serves both kernels.
+coordinates of S. The samplers here then move inside S exactly: initial positions are centred,
+and the move (:func:`~boltzgen.mcmc._moves.hmc_step`, re-exported here) projects the momentum
+and the gradient onto S and re-centres the accepted position, which makes it plain HMC (MALA:
+one leapfrog step) in orthonormal coordinates of S with identity mass; the argument, and why
+this move is hand-written rather than blackjax's, are in :mod:`boltzgen.mcmc._moves`.
 
 Cost: each leapfrog step calls ``value_and_grad`` of βE once; the energy of the last leapfrog
 position is the one the Metropolis test needs, so an HMC move costs exactly L energy+gradient
@@ -43,48 +26,49 @@ import contextlib
 import dataclasses
 import math
 import time
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-_KERNELS = ("hmc", "mala")
+from boltzgen.mcmc._checks import check_int
+from boltzgen.mcmc._diagnostics import trace_ess, trace_rhat
+from boltzgen.mcmc._moves import (
+    KERNELS,
+    DualAveraging,
+    ParticleInfo,
+    ParticleState,
+    centre,
+    dual_averaging_init,
+    dual_averaging_update,
+    hmc_step,
+    init_state,
+)
+from boltzgen.mcmc._scan import compile_scans, progress_bar, run_scans, split_evenly
+
+__all__ = [
+    "BudgetResult",
+    "DualAveraging",
+    "ParticleInfo",
+    "ParticleMCMCResult",
+    "ParticleState",
+    "centre",
+    "dual_averaging_init",
+    "dual_averaging_update",
+    "hmc_step",
+    "init_state",
+    "lattice_init",
+    "length_scale",
+    "make_potential",
+    "mcmc_at_budget",
+    "particle_mcmc",
+    "trace_ess",
+    "trace_rhat",
+]
+
+#: Default target mean acceptance. MALA: 0.574, the optimal-scaling value (the blackjax moves of
+#: AIS and refinement default to 0.57; kept apart so that neither set of results changes).
 _DEFAULT_TARGET = {"hmc": 0.65, "mala": 0.574}
-
-
-class ParticleState(NamedTuple):
-    """State of one chain: what the next move needs.
-
-    Attributes:
-        position: configuration x, shape (N, d).
-        potential: reduced energy u(x) = βE(x).
-        grad: ∇u(x), projected onto the zero-COM subspace when the sampler is.
-    """
-
-    position: jax.Array
-    potential: jax.Array
-    grad: jax.Array
-
-
-class ParticleInfo(NamedTuple):
-    """Diagnostics of one move of one chain.
-
-    Attributes:
-        acceptance_rate: min(1, e^{−ΔH}), 0 when ΔH is not finite.
-        is_accepted: whether the proposal was taken.
-        is_finite: whether the proposal had a finite energy (and ΔH).
-    """
-
-    acceptance_rate: jax.Array
-    is_accepted: jax.Array
-    is_finite: jax.Array
-
-
-def centre(x):
-    """Centre configurations of shape (..., N, d): x − x̄, x̄ the particle mean (axis −2)."""
-    return x - jnp.mean(x, axis=-2, keepdims=True)
 
 
 def make_potential(system, beta):
@@ -94,104 +78,6 @@ def make_potential(system, beta):
         return beta * system.energy(x)
 
     return potential
-
-
-def init_state(position, potential_fn, *, zero_com: bool) -> ParticleState:
-    """Initial :class:`ParticleState` of one chain (centres the position if ``zero_com``)."""
-    if zero_com:
-        position = centre(position)
-    u, g = jax.value_and_grad(potential_fn)(position)
-    if zero_com:
-        g = centre(g)
-    return ParticleState(position, u, g)
-
-
-def hmc_step(
-    key, state: ParticleState, potential_fn, step_size, *, n_leapfrog: int, zero_com: bool
-) -> tuple[ParticleState, ParticleInfo]:
-    """One HMC move of one chain (MALA when ``n_leapfrog == 1``), identity mass matrix.
-
-    Draws p ~ N(0, I) (projected onto Σ_i p_i = 0 if ``zero_com``), runs ``n_leapfrog`` leapfrog
-    steps of size ``step_size`` and accepts with probability min(1, exp(H_0 − H_1)),
-    H = u(x) + ½|p|². A non-finite H_1 is rejected. Costs ``n_leapfrog`` energy+gradient
-    evaluations.
-
-    Args:
-        key: PRNG key.
-        state: the current state.
-        potential_fn: u(x) = βE(x) on one configuration.
-        step_size: leapfrog step ε (scalar array).
-        n_leapfrog: L ≥ 1.
-        zero_com: move inside the zero-centre-of-mass subspace.
-
-    Returns:
-        The new state and a :class:`ParticleInfo`.
-    """
-    k_mom, k_acc = jax.random.split(key)
-    proj = centre if zero_com else (lambda v: v)
-    x0 = state.position
-    p0 = proj(jax.random.normal(k_mom, x0.shape, x0.dtype))
-    vg = jax.value_and_grad(potential_fn)
-
-    def leapfrog(carry, _):
-        x, p, _, g = carry
-        p = p - 0.5 * step_size * g
-        x = x + step_size * p
-        u, g = vg(x)
-        g = proj(g)
-        p = p - 0.5 * step_size * g
-        return (x, p, u, g), None
-
-    (x1, p1, u1, g1), _ = jax.lax.scan(
-        leapfrog, (x0, p0, state.potential, state.grad), None, length=n_leapfrog
-    )
-    h0 = state.potential + 0.5 * jnp.sum(p0 * p0)
-    h1 = u1 + 0.5 * jnp.sum(p1 * p1)
-    log_ratio = h0 - h1
-    finite = jnp.isfinite(log_ratio) & jnp.all(jnp.isfinite(g1))
-    acc = jnp.where(finite, jnp.exp(jnp.minimum(jnp.where(finite, log_ratio, 0.0), 0.0)), 0.0)
-    accept = finite & (jax.random.uniform(k_acc, (), acc.dtype) < acc)
-    x1 = proj(x1)
-    new = ParticleState(
-        jnp.where(accept, x1, x0),
-        jnp.where(accept, u1, state.potential),
-        jnp.where(accept, g1, state.grad),
-    )
-    return new, ParticleInfo(acc, accept, finite)
-
-
-class DualAveraging(NamedTuple):
-    """Dual-averaging state of one shared log step size (Hoffman & Gelman 2014, Alg. 5)."""
-
-    log_step: jax.Array
-    log_step_avg: jax.Array
-    h_bar: jax.Array
-    count: jax.Array
-    mu: jax.Array
-
-
-def dual_averaging_init(step_size) -> DualAveraging:
-    """Start at ε_0 with shrinkage target μ = ln(10 ε_0)."""
-    ls = jnp.log(jnp.asarray(step_size))
-    zero = jnp.zeros_like(ls)
-    return DualAveraging(ls, ls, zero, jnp.zeros((), jnp.int32), ls + math.log(10.0))
-
-
-def dual_averaging_update(
-    da: DualAveraging, acceptance, target, *, gamma=0.05, t0=10.0, kappa=0.75
-) -> DualAveraging:
-    r"""One dual-averaging update with statistic H_t = target − acceptance.
-
-    h̄_t = (1 − 1/(t+t_0)) h̄_{t−1} + H_t/(t+t_0), ln ε_t = μ − √t h̄_t/γ,
-    ln ε̄_t = t^{−κ} ln ε_t + (1 − t^{−κ}) ln ε̄_{t−1}.
-    """
-    t = (da.count + 1).astype(da.h_bar.dtype)
-    eta = 1.0 / (t + t0)
-    h_bar = (1.0 - eta) * da.h_bar + eta * (target - acceptance)
-    log_step = da.mu - jnp.sqrt(t) / gamma * h_bar
-    w = t ** (-kappa)
-    log_step_avg = w * log_step + (1.0 - w) * da.log_step_avg
-    return DualAveraging(log_step, log_step_avg, h_bar, da.count + 1, da.mu)
 
 
 def length_scale(system) -> float:
@@ -296,51 +182,6 @@ class ParticleMCMCResult:
         return self.energies.reshape(-1)
 
 
-def trace_ess(values) -> float:
-    """Effective sample size of a scalar trace of shape ``(n_records, n_chains)``.
-
-    numpyro's ``effective_sample_size`` (Geyer's initial monotone sequence on the
-    autocorrelation pooled over chains). The standard error of the mean is then
-    std / √ESS. Returns the total over chains; ``n_records · n_chains`` at most about.
-    """
-    from numpyro.diagnostics import effective_sample_size
-
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 2:
-        raise ValueError(f"trace_ess expects shape (n_records, n_chains), got {v.shape}")
-    if v.shape[0] < 4:
-        return float("nan")
-    if not np.all(np.isfinite(v)) or np.ptp(v) == 0:
-        return float("nan")
-    return float(effective_sample_size(v.T[:, :, None])[0])
-
-
-def trace_rhat(values) -> float:
-    """Split-R̂ of a scalar trace of shape ``(n_records, n_chains)`` (numpyro)."""
-    from numpyro.diagnostics import split_gelman_rubin
-
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 2:
-        raise ValueError(f"trace_rhat expects shape (n_records, n_chains), got {v.shape}")
-    if v.shape[0] < 4 or not np.all(np.isfinite(v)) or np.ptp(v) == 0:
-        return float("nan")
-    return float(split_gelman_rubin(v.T[:, :, None])[0])
-
-
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _split(total: int, most: int = 10) -> list[int]:
-    """``total`` as equal chunks (the largest divisor ≤ ``most`` of them): one compilation."""
-    if total <= 0:
-        return []
-    parts = max(d for d in range(1, min(total, most) + 1) if total % d == 0)
-    return [total // parts] * parts
-
-
 def particle_mcmc(
     system,
     beta: float,
@@ -401,21 +242,21 @@ def particle_mcmc(
     Returns:
         A :class:`ParticleMCMCResult`.
     """
-    if kernel not in _KERNELS:
-        raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if not (isinstance(beta, int | float) and not isinstance(beta, bool) and beta > 0):
         raise ValueError(f"beta must be a positive number, got {beta!r}")
     beta = float(beta)
-    n_chains = _check_int("n_chains", n_chains)
-    n_steps = _check_int("n_steps", n_steps, 0)
-    n_warmup = _check_int("n_warmup", n_warmup, 0)
-    thin = _check_int("thin", thin)
+    n_chains = check_int("n_chains", n_chains)
+    n_steps = check_int("n_steps", n_steps, 0)
+    n_warmup = check_int("n_warmup", n_warmup, 0)
+    thin = check_int("thin", thin)
     if kernel == "mala":
         if n_leapfrog not in (None, 1):
             raise ValueError(f"MALA takes one leapfrog step, got n_leapfrog={n_leapfrog!r}")
         n_leapfrog = 1
     else:
-        n_leapfrog = _check_int("n_leapfrog", 10 if n_leapfrog is None else n_leapfrog)
+        n_leapfrog = check_int("n_leapfrog", 10 if n_leapfrog is None else n_leapfrog)
     target = _DEFAULT_TARGET[kernel] if target_accept is None else float(target_accept)
     if not 0.0 < target < 1.0:
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
@@ -481,65 +322,36 @@ def particle_mcmc(
         x0 = jnp.asarray(x_init, dtype)
         init_all = jax.jit(jax.vmap(lambda x: init_state(x, potential, zero_com=zero_com)))
         da0 = dual_averaging_init(jnp.asarray(step_size, dtype))
-        warm_sizes = _split(n_warmup)
-        samp_sizes = _split(n_kept)
+        warm_sizes = split_evenly(n_warmup)
+        samp_sizes = split_evenly(n_kept)
         warm_keys = jax.random.split(k_warm, max(n_warmup, 1))
         samp_keys = jax.random.split(k_samp, max(n_kept, 1))
 
         t0 = time.perf_counter()
         init_c = init_all.lower(x0).compile()
         state0 = init_c(x0)
-        warm_c = {
-            s: jax.jit(lambda c, ks: jax.lax.scan(warm_body, c, ks))
-            .lower((state0, da0), warm_keys[:s])
-            .compile()
-            for s in set(warm_sizes)
-        }
+        warm_c = compile_scans(warm_body, (state0, da0), warm_keys, warm_sizes)
         acc0 = jnp.zeros((n_chains,), dtype)
         bad0 = jnp.zeros((), jnp.int32)
         eps0 = jnp.asarray(step_size, dtype)
-        samp_c = {
-            s: jax.jit(lambda c, ks: jax.lax.scan(sample_body, c, ks))
-            .lower((state0, eps0, acc0, bad0), samp_keys[:s])
-            .compile()
-            for s in set(samp_sizes)
-        }
+        samp_c = compile_scans(sample_body, (state0, eps0, acc0, bad0), samp_keys, samp_sizes)
         t1 = time.perf_counter()
 
-        bar = tqdm(
-            total=n_warmup + n_kept * thin,
-            desc=progress if isinstance(progress, str) else f"{kernel} (particles)",
-            disable=not progress,
-            unit="step",
-            dynamic_ncols=True,
-        )
-        state, da = init_c(x0), da0
-        start = 0
-        for s in warm_sizes:
-            state, da = warm_c[s]((state, da), warm_keys[start : start + s])[0]
-            start += s
-            if progress:
-                jax.block_until_ready(state)
-                bar.update(s)
+        bar = progress_bar(progress, n_warmup + n_kept * thin, f"{kernel} (particles)")
+        shown = bar if progress else None
+        (state, da), _ = run_scans(warm_c, (init_c(x0), da0), warm_keys, warm_sizes, bar=shown)
         eps = jnp.exp(da.log_step_avg) if n_warmup > 0 else eps0
         carry = (state, eps.astype(dtype), acc0, bad0)
-        xs, us = [], []
-        start = 0
-        for s in samp_sizes:
-            carry, (x_rec, u_rec) = samp_c[s](carry, samp_keys[start : start + s])
-            xs.append(x_rec)
-            us.append(u_rec)
-            start += s
-            if progress:
-                jax.block_until_ready(carry)
-                bar.update(s * thin)
+        carry, outs = run_scans(
+            samp_c, carry, samp_keys, samp_sizes, bar=shown, units_per_step=thin
+        )
         carry = jax.block_until_ready(carry)
         bar.close()
         t2 = time.perf_counter()
         state, eps, acc_sum, n_bad = carry
-        if xs:
-            samples = np.concatenate([np.asarray(x) for x in xs])
-            energies = np.concatenate([np.asarray(u) for u in us]).astype(np.float64) / beta
+        if outs:
+            samples = np.concatenate([np.asarray(x) for x, _ in outs])
+            energies = np.concatenate([np.asarray(u) for _, u in outs]).astype(np.float64) / beta
         else:
             samples = np.zeros((0, n_chains) + shape, np.float64 if x64 else np.float32)
             energies = np.zeros((0, n_chains))
@@ -650,19 +462,19 @@ def mcmc_at_budget(
     Raises:
         ValueError: if the budget does not allow one move per sample after warm-up.
     """
-    n_samples = _check_int("n_samples", n_samples)
-    budget = _check_int("budget", budget)
-    n_chains = n_samples if n_chains is None else _check_int("n_chains", n_chains)
+    n_samples = check_int("n_samples", n_samples)
+    budget = check_int("budget", budget)
+    n_chains = n_samples if n_chains is None else check_int("n_chains", n_chains)
     if n_chains > n_samples:
         raise ValueError(f"n_chains ({n_chains}) must be <= n_samples ({n_samples})")
     if not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
     lf = 1 if kernel == "mala" else (10 if n_leapfrog is None else n_leapfrog)
-    lf = _check_int("n_leapfrog", lf)
+    lf = check_int("n_leapfrog", lf)
     moves = (budget - n_chains) // (n_chains * lf)
     n_warm = int(warmup_fraction * moves)
     if max_warmup is not None:
-        n_warm = min(n_warm, _check_int("max_warmup", max_warmup, 0))
+        n_warm = min(n_warm, check_int("max_warmup", max_warmup, 0))
     per_chain = -(-n_samples // n_chains)
     thin = (moves - n_warm) // per_chain if moves > n_warm else 0
     if thin < 1:

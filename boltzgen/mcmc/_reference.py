@@ -9,11 +9,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boltzgen.estimators import importance_stderr, kish_ess, logmeanexp, normalised_weights
-from boltzgen.mcmc._ais import (
-    AISResult,
-    ais,
+from boltzgen.estimators import (
+    Cost,
+    Estimate,
+    importance_stderr,
+    kish_ess,
+    logmeanexp,
+    normalised_weights,
 )
+from boltzgen.mcmc._ais import AISResult, ais
+from boltzgen.mcmc._moves import centre
 from boltzgen.systems import AbstractSystem, CentredTrap, CoulombGas, Gaussian, HarmonicTrap
 
 
@@ -65,6 +70,18 @@ class ReferenceResult:
         """Standard error of βF (same as of ln Z)."""
         return self.log_z_stderr
 
+    def to_estimates(self) -> dict[str, Estimate]:
+        """``{"ais": Estimate}``: importance sampling on the absolute AIS weights, with the cost.
+
+        The AIS log-weights estimate ln(Z/Z_0); the reference system's exact ln Z_0 makes them
+        absolute.
+        """
+        from boltzgen.estimators import importance_log_z
+
+        cost = Cost(n_energy_evals=float(self.n_energy_evals), wall_time=float(self.wall_time))
+        log_w = np.asarray(self.log_weights, np.float64) + self.log_z_reference
+        return {"ais": importance_log_z(log_w, method="ais").with_cost(cost)}
+
 
 def _exact_sampler(system: AbstractSystem, beta: float):
     """A sampler ``(key, n) -> x`` of exp(-βE)/Z for systems sampled in closed form."""
@@ -76,8 +93,7 @@ def _exact_sampler(system: AbstractSystem, beta: float):
         scale = math.sqrt(1.0 / (2.0 * beta * system.trap))
 
         def centred(key, n):
-            z = scale * jax.random.normal(key, (n, *shape))
-            return z - jnp.mean(z, axis=-2, keepdims=True)
+            return centre(scale * jax.random.normal(key, (n, *shape)))
 
         return centred
     if isinstance(system, CoulombGas) and system.n_particles == 1:

@@ -17,15 +17,15 @@ Two flavours share one jitted ``lax.scan`` (run in chunks, a progress bar betwee
   Kish ESS / size falls below r is resampled (systematic), its ln Ẑ accumulates
   logmeanexp(w) and its weights reset to 0 — all inside the scan with ``jnp.where``.
 
-Also the shared result type :class:`RefineResult` (used by :func:`neural_mcmc` too) and the
-chunked-scan driver both entry points use.
+Also the shared result type :class:`RefineResult` (used by :func:`neural_mcmc` too). The
+chunked-scan driver both entry points use, :func:`run_chunked`, lives in
+:mod:`boltzgen.mcmc._scan` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -33,10 +33,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.smc.resampling import systematic
-from tqdm.auto import tqdm
 
-from boltzgen.estimators import importance_stderr, kish_ess, logmeanexp
-from boltzgen.mcmc._ais import KERNELS, AISState, _check_int, ais_init, ais_step, annealing_schedule
+from boltzgen.estimators import (
+    MIN_TRUSTED_ESS,
+    Cost,
+    Estimate,
+    importance_stderr,
+    kish_ess,
+    logmeanexp,
+)
+from boltzgen.mcmc._ais import AISState, add_increment, ais_init, ais_step, annealing_schedule
+from boltzgen.mcmc._checks import check_int, check_precision, check_step_sizes, check_target_accept
+from boltzgen.mcmc._moves import KERNELS, TARGET_ACCEPT, check_kernel, scale_step_size
+from boltzgen.mcmc._scan import run_chunked
 
 METHODS = ("ais", "smc", "nmcmc")
 
@@ -99,64 +108,40 @@ class RefineResult:
         """βF = -ln Z."""
         return -self.log_z
 
+    def to_estimate(self, name: str | None = None) -> tuple[Estimate, dict]:
+        """This result as an :class:`~boltzgen.estimators.Estimate`, and its scalars for HDF5.
 
-# --- the chunked-scan driver shared by refine_anneal and neural_mcmc ---------------------------
-
-
-def _n_chunks(n_steps: int) -> int:
-    """Largest divisor of ``n_steps`` not above 25 (equal chunks: one compilation)."""
-    return max(d for d in range(1, min(n_steps, 25) + 1) if n_steps % d == 0)
-
-
-def run_chunked(init_fn, init_args, body, xs, *, progress=False, label="scan"):
-    """Run ``state = init_fn(*init_args)`` then ``lax.scan(body, state, xs)`` in equal chunks.
-
-    Both functions are compiled ahead of time (once: the chunk function is traced exactly once,
-    counted in the returned ``n_traces``); the state stays on the device between chunks, and a
-    progress bar advances between them.
-
-    Returns:
-        ``(state, infos, wall_time, compile_time, n_traces)`` with ``infos`` the per-step Info
-        pytree concatenated over chunks as NumPy arrays.
-    """
-    n_steps = jax.tree.leaves(xs)[0].shape[0]
-    n_chunks = _n_chunks(n_steps)
-    size = n_steps // n_chunks
-    traces = [0]
-
-    def run_chunk(state, xs_chunk):
-        traces[0] += 1
-        return jax.lax.scan(body, state, xs_chunk)
-
-    def chunk(c):
-        return jax.tree.map(lambda a: a[c * size : (c + 1) * size], xs)
-
-    t0 = time.perf_counter()
-    init_c = jax.jit(init_fn).lower(*init_args).compile()
-    state_shape = jax.eval_shape(init_fn, *init_args)
-    chunk_c = jax.jit(run_chunk).lower(state_shape, chunk(0)).compile()
-    t1 = time.perf_counter()
-    state = jax.block_until_ready(init_c(*init_args))
-    infos = []
-    bar = tqdm(
-        total=n_steps,
-        desc=progress if isinstance(progress, str) else label,
-        disable=not progress,
-        unit="step",
-        dynamic_ncols=True,
-    )
-    for c in range(n_chunks):
-        state, info = chunk_c(state, chunk(c))
-        if progress:
-            jax.block_until_ready(state)
-            bar.update(size)
-        infos.append(info)
-    bar.close()
-    state = jax.block_until_ready(state)
-    t2 = time.perf_counter()
-    infos = jax.device_get(infos)
-    info = jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a]), *infos)
-    return state, info, t2 - t1, t1 - t0, traces[0]
+        For neural MCMC ln Z is importance sampling on the IMH proposals (iid samples of q):
+        their number and Kish ESS are reported, not the equal weights of the final chain states.
+        The scalars (ESS before refinement, cost, every scalar diagnostic, the ``low_ess`` flag
+        as 0/1) go to the ``/refine`` attributes.
+        """
+        scalars = {k: float(v) for k, v in self.diagnostics.items() if np.ndim(v) == 0}
+        n_used, ess = int(self.n_samples), float(self.ess_after)
+        if self.method == "nmcmc":
+            n_used = int(np.size(self.diagnostics["proposal_log_weights"]))
+            ess = float(self.diagnostics["proposal_ess"])
+        cost = Cost(
+            n_energy_evals=float(self.n_energy_evals),
+            n_log_q_evals=float(self.n_log_q_evals),
+            wall_time=float(self.wall_time),
+        )
+        low = ess < MIN_TRUSTED_ESS
+        before = float(self.ess_before)
+        e = Estimate(
+            name or f"refined_{self.method}",
+            float(self.log_z),
+            float(self.log_z_stderr),
+            "estimate",
+            n_used,
+            ess,
+            cost=cost,
+            flags={"low_ess"} if low else set(),
+            notes=(f"ESS {before:.4g} before refinement",),
+            extra=dict(ess_before=before, **scalars),
+        )
+        attrs = dict(ess_before=before, **cost.to_attrs(), **scalars, low_ess=int(low))
+        return e, attrs
 
 
 # --- the SMC step on top of the AIS kernel ------------------------------------------------------
@@ -218,10 +203,7 @@ def _refine_step(
     lp = jnp.asarray(lambda_prev, dtype)
     ln = jnp.asarray(lambda_next, dtype)
     # 1. increment (Kahan-compensated, as in ais_step).
-    dw = (ln - lp) * (chains.log_density_1 - chains.log_density_0)
-    y = dw - chains.log_weight_compensation
-    t = chains.log_weight + y
-    comp = (t - chains.log_weight) - y
+    dw, t, comp = add_increment(chains, lp, ln)
     chains = chains._replace(log_weight=t, log_weight_compensation=comp)
     m = t.shape[0]
     size = m // n_replicas
@@ -265,13 +247,6 @@ def _refine_step(
     return RefineState(ais_state, log_z_acc, n_res), out
 
 
-def _default_step_size(x):
-    """ε_0 = ½ · min over coordinates of the sample std of the initial q samples."""
-    flat = x.reshape(x.shape[0], -1)
-    s = jnp.min(jnp.std(flat, axis=0))
-    return jnp.where(jnp.isfinite(s) & (s > 0), 0.5 * s, jnp.ones_like(s))
-
-
 def _anneal_once(
     key,
     *,
@@ -308,7 +283,7 @@ def _anneal_once(
     def init(key):
         x, lq_sample = sample_q(key, n_chains)
         x = jnp.asarray(x, dtype)
-        eps0 = _default_step_size(x) if step_size is None or fixed else step_size
+        eps0 = scale_step_size(x) if step_size is None or fixed else step_size
         st = ais_init(x, log_density_0=log_q, log_density_1=log_density, step_size=eps0)
         st = st._replace(step_size=jnp.asarray(st.step_size, dtype))
         mismatch = jnp.max(jnp.abs(st.chains.log_density_0 - jnp.asarray(lq_sample, dtype)))
@@ -472,18 +447,15 @@ def refine_anneal(
         >>> abs(r.log_z - math.log(2 * math.pi)) < 4 * r.log_z_stderr
         True
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
-    if precision not in ("float64", "float32"):
-        raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
-    n_chains = _check_int("n_chains", n_chains, 2)
-    n_leapfrog = _check_int("n_leapfrog", n_leapfrog)
+    check_kernel(kernel)
+    check_precision(precision)
+    n_chains = check_int("n_chains", n_chains, 2)
+    n_leapfrog = check_int("n_leapfrog", n_leapfrog)
     lam = annealing_schedule(n_steps, schedule, power)
     n_steps = lam.size - 1
     if target_accept is None:
-        target_accept = 0.65 if kernel == "hmc" else 0.57
-    if not 0.0 < target_accept < 1.0:
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
+        target_accept = TARGET_ACCEPT[kernel]
+    check_target_accept(target_accept)
     smc = resample_threshold is not None
     if smc:
         r = float(resample_threshold)
@@ -494,25 +466,20 @@ def refine_anneal(
             n_replicas = max(
                 d for d in range(1, 17) if n_chains % d == 0 and (n_chains // d >= 32 or d == 1)
             )
-        n_replicas = _check_int("n_replicas", n_replicas)
+        n_replicas = check_int("n_replicas", n_replicas)
         if n_chains % n_replicas:
             raise ValueError(f"n_replicas = {n_replicas} must divide n_chains = {n_chains}")
     else:
         n_replicas = 1
     fixed = np.ndim(step_size) > 0
     if fixed:
-        step_size = np.asarray(step_size, np.float64)
-        if step_size.shape != (n_steps,) or not np.all(step_size > 0):
-            raise ValueError(
-                f"a fixed step-size sequence must be positive with shape ({n_steps},), "
-                f"got shape {step_size.shape}"
-            )
+        step_size = check_step_sizes(step_size, n_steps)
         pilot_chains = 0
     elif step_size is not None and not float(step_size) > 0:
         raise ValueError(f"step_size must be > 0, got {step_size!r}")
     if pilot_chains is None:
         pilot_chains = max(64, n_chains // 8)
-    pilot_chains = _check_int("pilot_chains", pilot_chains, 0)
+    pilot_chains = check_int("pilot_chains", pilot_chains, 0)
     if pilot_chains == 1:
         raise ValueError("pilot_chains must be 0 or >= 2")
 
@@ -618,4 +585,12 @@ def refine_anneal(
     )
 
 
-__all__ = ["RefineInfo", "RefineResult", "RefineState", "refine_anneal", "run_chunked"]
+__all__ = [
+    "KERNELS",
+    "METHODS",
+    "RefineInfo",
+    "RefineResult",
+    "RefineState",
+    "refine_anneal",
+    "run_chunked",
+]

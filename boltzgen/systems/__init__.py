@@ -3,6 +3,7 @@
 from boltzgen.systems._analytic import Gaussian
 from boltzgen.systems._base import AbstractParticleSystem, AbstractSystem
 from boltzgen.systems._coulomb import CoulombGas, HarmonicTrap, coulomb_pair_log_z, pair_distances
+from boltzgen.systems._enumerate import all_states, enumerate_energies, enumerate_log_z
 from boltzgen.systems._ising import (
     BETA_C,
     AbstractSpinSystem,
@@ -10,9 +11,6 @@ from boltzgen.systems._ising import (
     Ising,
     PairwiseSpins,
     SherringtonKirkpatrick,
-    all_states,
-    enumerate_energies,
-    enumerate_log_z,
 )
 from boltzgen.systems._ising_exact import (
     enumerate_thermo,

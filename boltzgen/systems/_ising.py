@@ -17,13 +17,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from boltzgen.systems._base import AbstractSystem, check_positive_int
+from boltzgen.systems._enumerate import MAX_ENUMERATE, enumerate_log_z
+from boltzgen.systems._enumerate import all_states as all_states
+from boltzgen.systems._enumerate import enumerate_energies as enumerate_energies
+from boltzgen.systems._ising_lattice import (
+    _check_finite,
+    _transfer_log_z,
+    kaufman_log_z,
+    lattice_method,
+)
 
 #: Critical coupling of the isotropic square-lattice Ising model, K_c = ½ ln(1 + √2) (exact to
 #: double precision; the rounded value 0.4406868 is not used anywhere in boltzgen).
 BETA_C = 0.5 * math.log1p(math.sqrt(2.0))
-
-#: Largest number of spins for which ``exact_log_z`` enumerates all states.
-MAX_ENUMERATE = 20
 
 BOUNDARIES = ("periodic", "open")
 
@@ -130,12 +136,19 @@ class Ising(AbstractSpinSystem):
     def exact_log_z(self, beta: float) -> float | None:
         """Exact ln Z(β), or None where no exact method applies.
 
-        Kaufman's torus formula (h = 0, periodic), a transfer matrix (moderate L, any h), or
-        enumeration.
+        Kaufman's torus formula (h = 0, periodic), a transfer matrix (L ≤
+        ``MAX_TRANSFER_WIDTH``, any h), or enumeration (N ≤ ``MAX_ENUMERATE``): the route of
+        :func:`~boltzgen.systems.ising_exact_method`. ValueError for a non-finite β.
         """
-        from boltzgen.systems._ising_exact import ising_exact_log_z
-
-        return ising_exact_log_z(self, beta)
+        b = _check_finite("beta", beta)  # Kaufman takes βJ of the β given, as ising_exact_log_z
+        method = lattice_method(self.L, b, self.Jh, self.Jv, self.h, self.boundary)
+        if method == "kaufman":
+            return kaufman_log_z(self.L, self.L, beta * self.Jh, beta * self.Jv)
+        if method == "transfer_matrix":
+            return _transfer_log_z(
+                self.L, self.L, b * self.Jh, b * self.Jv, b * self.h, self.boundary
+            )
+        return super().exact_log_z(beta)
 
     def params(self) -> dict:
         """Run-spec parameters."""
@@ -262,27 +275,3 @@ class EdwardsAnderson(PairwiseSpins):
     def params(self) -> dict:
         """Run-spec parameters."""
         return dict(L=self.L, seed=self.seed, boundary=self.boundary)
-
-
-def all_states(n: int) -> np.ndarray:
-    """All 2^n spin states as a (2^n, n) float64 array of ±1 (n ≤ 24)."""
-    if n > 24:
-        raise ValueError(f"enumerating 2^{n} states is too large (n ≤ 24)")
-    idx = np.arange(2**n, dtype=np.int64)[:, None]
-    bits = (idx >> np.arange(n, dtype=np.int64)[None, :]) & 1
-    return (2.0 * bits - 1.0).astype(np.float64)
-
-
-def enumerate_energies(system: AbstractSpinSystem) -> np.ndarray:
-    """Energies of all 2^N states of ``system`` (float64), in the order of :func:`all_states`."""
-    states = all_states(system.n_spins).reshape(-1, *system.event_shape)
-    with jax.enable_x64(True):
-        e = jax.jit(jax.vmap(system.energy))(jnp.asarray(states, jnp.float64))
-        return np.asarray(e, np.float64)
-
-
-def enumerate_log_z(system: AbstractSpinSystem, beta: float) -> float:
-    """Exact ln Z = ln Σ_s exp(−βE(s)) by enumerating all 2^N states (float64 log-sum-exp)."""
-    a = -float(beta) * enumerate_energies(system)
-    m = a.max()
-    return float(m + math.log(np.sum(np.exp(a - m))))

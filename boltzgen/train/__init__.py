@@ -1,58 +1,77 @@
-"""Training samplers: objectives and the driver (one jitted step, checkpoints, progress).
+"""Training samplers: objectives as strategy objects and the one training loop.
 
-Energy-based objectives (reverse KL, REINFORCE) go through :func:`train`; data-based ones
-(conditional flow matching of a CNF, stochastic-interpolant velocity and score) through
-:func:`train_matching`, from Monte Carlo samples of p.
+Objectives (:class:`ReverseKL`, :class:`Reinforce`, :class:`BetaRange`, :class:`FlowMatching`,
+:class:`Interpolant`) say what is minimised and prepare a :class:`Task`; :class:`Trainer` runs
+every task through one loop (jitted ``lax.scan`` chunks, history, progress, checkpoints).
+The loss functions and the minibatch pairings are exported for direct use.
 """
 
-from boltzgen.train._driver import (
-    HISTORY_KEYS,
-    TrainState,
-    load_checkpoint,
-    make_optimizer,
-    make_step,
-    save_checkpoint,
-    train,
-)
-from boltzgen.train._matching import (
-    MATCHING_HISTORY_KEYS,
-    PAIRINGS,
-    MatchingState,
-    align_particles,
-    flow_matching_loss,
-    interpolant_loss,
-    kabsch_rotations,
-    make_matching_step,
-    pair_batch,
-    train_matching,
-)
-from boltzgen.train._objectives import (
-    OBJECTIVES,
+from boltzgen.train._data import HMCData, MonteCarloData, inefficiency
+from boltzgen.train._losses import (
     reinforce_beta_range_loss,
     reinforce_loss,
     reverse_kl_loss,
 )
+from boltzgen.train._matching import (
+    PAIRINGS,
+    align_particles,
+    flow_matching_loss,
+    interpolant_loss,
+    kabsch_rotations,
+    pair_batch,
+)
+from boltzgen.train._objectives import (
+    OBJECTIVE_CLASSES,
+    AbstractObjective,
+    BetaRange,
+    FlowMatching,
+    Interpolant,
+    Reinforce,
+    ReverseKL,
+    Task,
+    default_objective,
+    default_pairing,
+)
+from boltzgen.train._trainer import (
+    Trainer,
+    TrainState,
+    fingerprint_of,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+    train,
+    train_matching,
+)
 
 __all__ = [
-    "HISTORY_KEYS",
-    "MATCHING_HISTORY_KEYS",
-    "MatchingState",
+    "AbstractObjective",
+    "BetaRange",
+    "FlowMatching",
+    "HMCData",
+    "Interpolant",
+    "MonteCarloData",
+    "OBJECTIVE_CLASSES",
     "PAIRINGS",
+    "Reinforce",
+    "ReverseKL",
+    "Task",
+    "TrainState",
+    "Trainer",
     "align_particles",
+    "default_objective",
+    "default_pairing",
+    "fingerprint_of",
     "flow_matching_loss",
+    "inefficiency",
     "interpolant_loss",
     "kabsch_rotations",
-    "make_matching_step",
-    "pair_batch",
-    "train_matching",
-    "OBJECTIVES",
-    "TrainState",
     "load_checkpoint",
     "make_optimizer",
-    "make_step",
+    "pair_batch",
     "reinforce_beta_range_loss",
     "reinforce_loss",
     "reverse_kl_loss",
     "save_checkpoint",
     "train",
+    "train_matching",
 ]

@@ -47,33 +47,26 @@ only allowed (``rotations=True``) where the energy is rotation-invariant about t
 radial trap, or a translation-invariant system with zero centre of mass); they are proper
 rotations (det = +1), found by the Kabsch algorithm. Reflections are never used.
 
-Everything is host-side NumPy (data preparation outside the jitted step) except the losses,
-which are pure and jit-able.
+The pairings are host-side NumPy/SciPy (assignment problems: the Hungarian algorithm has no
+JAX implementation), called from inside the jitted training chunk through
+``jax.pure_callback``; the losses and the minibatch draw are pure and jit-able.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
-from dataclasses import dataclass, field
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jaxtyping import Array, Float
 from scipy.optimize import linear_sum_assignment
-from tqdm.auto import tqdm
 
 from boltzgen.flows._cnf import CNF
 from boltzgen.flows._interpolant import Interpolant
 from boltzgen.flows._nn import param_dtype
-from boltzgen.train._driver import make_optimizer
 
 PAIRINGS = ("independent", "ot", "aligned", "equivariant_ot")
-OBJECTIVES = ("flow_matching", "interpolant")
-MATCHING_HISTORY_KEYS = ("loss", "loss_b", "loss_eta", "grad_norm", "n_nonfinite", "wall_time")
 
 # Brute force over all N! relabellings (vectorised) up to this N, the Hungarian algorithm above.
 _MAX_BRUTE_FORCE_N = 6
@@ -302,77 +295,12 @@ def pair_batch(
 
 
 # --------------------------------------------------------------------------------------------
-# Training
+# Minibatches (inside the jitted training step)
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class MatchingState:
-    """Result of :func:`train_matching`: the model, optimiser state, step count and history.
-
-    ``history`` holds per-step lists for :data:`MATCHING_HISTORY_KEYS` (``loss_b`` and
-    ``loss_eta`` are NaN for flow matching).
-    """
-
-    model: eqx.Module
-    opt_state: optax.OptState
-    step: int = 0
-    history: dict = field(default_factory=lambda: {k: [] for k in MATCHING_HISTORY_KEYS})
-
-
-def _filter_spec(model):
-    """Trainable leaves: every inexact array, except a CNF's base scale (frozen)."""
-    spec = jax.tree.map(eqx.is_inexact_array, model)
-    if isinstance(model, CNF):
-        spec = eqx.tree_at(lambda m: m.log_scale, spec, replace=False)
-    return spec
-
-
-def make_matching_step(
-    optimizer: optax.GradientTransformation, objective: str, *, max_traces: int | None = None
-):
-    """The jitted step ``step(model, opt_state, x0, x1, z, t) -> (model, opt_state, info)``.
-
-    One ``eqx.filter_jit`` region: loss, gradient (non-finite entries zeroed and counted),
-    optimiser update. Only :func:`_filter_spec`'s leaves are trained (a CNF's ``log_scale`` is
-    frozen). ``z`` is ignored by flow matching.
-    """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
-
-    def step(model, opt_state, x0, x1, z, t):
-        params, static = eqx.partition(model, _filter_spec(model))
-
-        def f(p):
-            m = eqx.combine(p, static)
-            if objective == "flow_matching":
-                loss = flow_matching_loss(m, x0, x1, t)
-                nan = jnp.full((), jnp.nan, loss.dtype)
-                return loss, (nan, nan)
-            return interpolant_loss(m, x0, x1, z, t)
-
-        (loss, (lb, le)), grads = jax.value_and_grad(f, has_aux=True)(params)
-        n_bad = sum(jnp.sum(~jnp.isfinite(g)) for g in jax.tree.leaves(grads))
-        grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        info = dict(
-            loss=loss,
-            loss_b=lb,
-            loss_eta=le,
-            grad_norm=optax.tree.norm(grads),
-            n_nonfinite=jnp.asarray(n_bad, jnp.int32),
-        )
-        return eqx.combine(params, static), opt_state, info
-
-    if max_traces is not None:
-        step = eqx.debug.assert_max_traces(step, max_traces=max_traces)
-    return eqx.filter_jit(step)
-
-
-@eqx.filter_jit
-def _draw(model, data_a, data_b, key, batch_size: int, t_min: float):
-    """One minibatch on device: x0 (base or data A), x1 (data B), z, t ~ U(t_min, 1 − t_min)."""
+def draw_batch(model, data_a, data_b, key, batch_size: int, t_min: float):
+    """One minibatch: x0 (base or data A), x1 (data B), z, t ~ U(t_min, 1 − t_min)."""
     k0, k1, kz, kt = jax.random.split(key, 4)
     i1 = jax.random.randint(k1, (batch_size,), 0, data_b.shape[0])
     x1 = data_b[i1]
@@ -388,7 +316,8 @@ def _draw(model, data_a, data_b, key, batch_size: int, t_min: float):
     return x0, x1, z, t
 
 
-def _as_data(model, x, name):
+def as_data(model, x, name):
+    """Samples as a device array of the model's dtype, projected (zero COM); shape checked."""
     shape = tuple(model.event_shape)
     x = jnp.asarray(x, dtype=param_dtype(model))
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
@@ -398,127 +327,14 @@ def _as_data(model, x, name):
     return model.project(x)
 
 
-def train_matching(
-    model: CNF | Interpolant,
-    data,
-    *,
-    key,
-    steps: int = 1000,
-    batch_size: int = 256,
-    optimizer: optax.GradientTransformation | None = None,
-    learning_rate: float = 1e-3,
-    pairing: str = "independent",
-    rotations: bool = False,
-    t_min: float | None = None,
-    progress: bool = True,
-    max_traces: int | None = None,
-) -> MatchingState:
-    r"""Fit a CNF by flow matching, or an :class:`Interpolant`, to samples; no energy needed.
-
-    The objective follows the model: a :class:`CNF` is trained by conditional flow matching
-    from its (frozen) Gaussian base to ``data``; an :class:`Interpolant` by L_b + L_η, from its
-    Gaussian source (``source="gaussian"``, ``data`` one array) or from samples of A
-    (``source="data"``, ``data = (data_a, data_b)``). Each step draws B samples of each end
-    with replacement, pairs them on the host (:func:`pair_batch`), then runs the jitted step
-    (:func:`make_matching_step`). The key of step k is ``fold_in(key, k)``. With ``zero_com``
-    the data are centred first.
-
-    Args:
-        model: a :class:`CNF` or an :class:`Interpolant`.
-        data: samples (n, *event_shape) of the target, or ``(data_a, data_b)`` for A → B.
-        key: PRNG key of the training phase.
-        steps: optimisation steps.
-        batch_size: B, pairs per step.
-        optimizer: an optax transformation; default
-            :func:`boltzgen.train._driver.make_optimizer` (Adam, clipping, warm-up + cosine).
-        learning_rate: peak learning rate of the default optimiser.
-        pairing: one of :data:`PAIRINGS`.
-        rotations: align by proper rotations too (``"aligned"``, ``"equivariant_ot"``); only
-            for energies invariant under rotations about the origin.
-        t_min: times are drawn from U(t_min, 1 − t_min); default 0 for flow matching and
-            10⁻³ for interpolants (γ̇ is infinite at t = 0, 1).
-        progress: show a tqdm progress bar.
-        max_traces: make a retrace of the step beyond this number an error (tests).
-
-    Returns:
-        A :class:`MatchingState` with the trained model and per-step history.
-    """
-    if isinstance(model, CNF):
-        objective = "flow_matching"
-        if isinstance(data, (tuple, list)):
-            raise ValueError("a CNF is trained from its Gaussian base: pass one data array")
-        data_a, data_b = None, _as_data(model, data, "data")
-    elif isinstance(model, Interpolant):
-        objective = "interpolant"
-        if model.gamma_scale <= 0:
-            raise ValueError("an interpolant needs gamma_scale > 0 to learn the denoiser η")
-        if model.source == "data":
-            if not (isinstance(data, (tuple, list)) and len(data) == 2):
-                raise ValueError("source='data' needs data = (data_a, data_b)")
-            data_a = _as_data(model, data[0], "data_a")
-            data_b = _as_data(model, data[1], "data_b")
-        else:
-            if isinstance(data, (tuple, list)):
-                raise ValueError("source='gaussian' needs one data array (the target samples)")
-            data_a, data_b = None, _as_data(model, data, "data")
-    else:
-        raise TypeError(f"model must be a CNF or an Interpolant, got {type(model).__name__}")
-    if pairing not in PAIRINGS:
-        raise ValueError(f"unknown pairing {pairing!r}; valid: {', '.join(PAIRINGS)}")
-    if pairing in ("aligned", "equivariant_ot") and len(model.event_shape) != 2:
-        raise ValueError(f"pairing {pairing!r} needs particles, event shape (N, d)")
-    if steps < 0 or batch_size < 1:
-        raise ValueError(f"need steps >= 0 and batch_size >= 1, got {steps}, {batch_size}")
-    if t_min is None:
-        t_min = 0.0 if objective == "flow_matching" else 1e-3
-    if not 0.0 <= t_min < 0.5:
-        raise ValueError(f"t_min must be in [0, 0.5), got {t_min}")
-    if optimizer is None:
-        optimizer = make_optimizer(learning_rate, steps)
-    state = MatchingState(model, optimizer.init(eqx.filter(model, _filter_spec(model))))
-    step_fn = make_matching_step(optimizer, objective, max_traces=max_traces)
-    t0 = time.perf_counter()
-    bar = tqdm(
-        total=steps,
-        desc=objective,
-        mininterval=0.5,
-        disable=not progress,
-        unit="step",
-        dynamic_ncols=True,
-    )
-    for k in range(steps):
-        x0, x1, z, t = _draw(
-            state.model, data_a, data_b, jax.random.fold_in(key, k), batch_size, float(t_min)
-        )
-        if pairing != "independent":
-            x1 = jnp.asarray(
-                pair_batch(np.asarray(x0), np.asarray(x1), pairing=pairing, rotations=rotations)
-            )
-        model, opt_state, info = step_fn(state.model, state.opt_state, x0, x1, z, t)
-        info = jax.device_get(info)
-        state.model, state.opt_state = model, opt_state
-        state.step += 1
-        for name in MATCHING_HISTORY_KEYS[:-1]:
-            state.history[name].append(float(info[name]))
-        state.history["wall_time"].append(time.perf_counter() - t0)
-        if state.step % 10 == 0 or state.step == steps:
-            bar.set_postfix(loss=f"{info['loss']:.4g}")
-        bar.update(1)
-    bar.close()
-    return state
-
-
 __all__ = [
-    "MATCHING_HISTORY_KEYS",
-    "MatchingState",
-    "OBJECTIVES",
     "PAIRINGS",
     "align_particles",
+    "as_data",
     "best_permutations",
+    "draw_batch",
     "flow_matching_loss",
     "interpolant_loss",
     "kabsch_rotations",
-    "make_matching_step",
     "pair_batch",
-    "train_matching",
 ]

@@ -1,135 +1,534 @@
-"""Training objectives for samplers q of a Boltzmann density p ∝ exp(−u)."""
+r"""Training objectives as strategy objects: what a sampler is trained to minimise, and from what.
+
+Every objective is a frozen dataclass holding its configuration, with
+
+* ``check(system, sampler)`` — raise ``ValueError`` (one line, naming the value) before any work
+  when the objective does not suit the system or the sampler;
+* ``prepare(sampler, system, beta, *, key, init_key, progress)`` → :class:`Task` — everything
+  the one training loop (:class:`boltzgen.train.Trainer`) needs: the model to train, the arrays
+  the jitted step reads (β, Monte Carlo data), the energy, the minibatch pairing; data
+  objectives draw their Monte Carlo samples of p here (from ``key``; ``init_key`` seeds a model
+  the objective builds itself, e.g. an interpolant);
+* ``loss(model, inputs, step_inputs, key, batch_size, task)`` → (loss, info) — pure and
+  jit-able (``task`` supplies the static parts: energy, pairing); ``info`` holds the scalars
+  recorded per step in the history;
+* ``finish(model, task)`` → the trained sampler q with exact log q.
+
+Energy-based objectives (:class:`ReverseKL`, :class:`Reinforce`, :class:`BetaRange`) sample q
+and evaluate u = βE; data-based ones (:class:`FlowMatching`, :class:`Interpolant`) regress a
+vector field on Monte Carlo samples of p (their :class:`~boltzgen.train.HMCData`) and evaluate no
+energy while training.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from boltzgen import _checks
+from boltzgen.train import _losses
+from boltzgen.train._data import HMCData, MonteCarloData
 
 
-def reverse_kl_loss(sampler, energy_fn, beta, *, key, batch_size: int):
-    """Reverse KL up to a constant: the variational free energy E_q[u(x) + ln q(x)] ≥ βF.
+@dataclass(frozen=True)
+class Task:
+    """What the training loop trains: built by an objective's ``prepare``.
 
-    Reparametrised gradient (x = f_θ(z), z ~ base). Samples whose u + ln q is not finite (an
-    energy overflow near a 1/r core, a NaN from the network) are masked out of the loss and
-    their number returned, so one bad sample neither poisons the step nor vanishes unseen.
-
-    Args:
-        sampler: an ``AbstractSampler``.
-        energy_fn: E(x) on ONE configuration (vmapped here).
-        beta: inverse temperature (an array leaf, so changing it does not recompile).
-        key: PRNG key.
-        batch_size: number of samples of q per step.
-
-    Returns:
-        ``(loss, aux)`` with aux = dict(n_nonfinite, log_w) for logging.
+    Attributes:
+        model: the module whose inexact-array leaves are trained (see ``trainable``).
+        inputs: arrays read by the jitted step (β, data), a pytree.
+        energy: E(x) on one configuration, or None for data objectives.
+        data: the Monte Carlo samples of p of a data objective, else None.
+        wrapper: turns the trained model into the sampler q (e.g. back into its centre-of-mass
+            split, or an interpolant into its probability-flow CNF), else None.
+        pair: host function (x0, x1) → partners of x0 for data objectives, else None.
     """
-    x, log_q = sampler.sample_and_log_prob(batch_size, key=key)
-    u = beta * jax.vmap(energy_fn)(x)
-    a = u + log_q
-    finite = jnp.isfinite(a)
-    n_ok = jnp.maximum(jnp.sum(finite), 1)
-    loss = jnp.sum(jnp.where(finite, a, 0.0)) / n_ok
-    log_w = jnp.where(finite, -a, -jnp.inf)
-    return loss, dict(
-        n_nonfinite=jnp.sum(~finite).astype(jnp.int32), log_w=jax.lax.stop_gradient(log_w)
-    )
+
+    model: Any
+    inputs: Any
+    energy: Any = None
+    data: MonteCarloData | None = None
+    wrapper: Any = None
+    pair: Any = None
 
 
-def _frozen(sampler):
-    """``sampler`` with every array leaf behind ``stop_gradient`` (sampling needs no gradient)."""
-    params, static = eqx.partition(sampler, eqx.is_array)
-    return eqx.combine(jax.lax.stop_gradient(params), static)
+def _kish_fraction(log_w):
+    w = log_w - jnp.max(log_w)
+    e = jnp.exp(w)
+    return jnp.sum(e) ** 2 / jnp.sum(e * e) / log_w.shape[0]
 
 
-def _score_function_loss(log_q, f, groups: int):
-    """Surrogate whose gradient is the REINFORCE estimate, and whose value is mean(f).
+class AbstractObjective:
+    """Base of the objectives (see the module docstring for the protocol)."""
 
-    ∇_θ E_q[f] = E_q[(f − b) ∇_θ ln q] with f = u + ln q (the ∇ ln q term inside f has zero
-    mean) and b the mean of f over the other samples of its group (a leave-one-out baseline:
-    unbiased, unlike the plain batch mean, whose bias is O(1/n)). Non-finite f are masked.
+    #: The objective's name in run specs (``[train] objective``) and checkpoints.
+    name: ClassVar[str] = ""
+    #: Per-step scalars the objective's ``loss`` reports (besides ``loss`` itself).
+    info_keys: ClassVar[tuple[str, ...]] = ()
+    #: True for objectives trained on Monte Carlo samples of p.
+    needs_data: ClassVar[bool] = False
+
+    def check(self, system, sampler) -> None:
+        """Raise ValueError when the objective does not suit ``system`` or ``sampler``."""
+
+    def trainable(self, model):
+        """Filter spec of the trained leaves: every inexact array (override to freeze some)."""
+        return jax.tree.map(eqx.is_inexact_array, model)
+
+    def schedule(self, steps: np.ndarray, total: int) -> dict:
+        """Per-step host-computed inputs of the steps ``steps`` (e.g. a β ramp); default none."""
+        return {}
+
+    def finish(self, model, task: Task):
+        """The trained sampler q from the trained model."""
+        return model if task.wrapper is None else task.wrapper(model)
+
+
+# --------------------------------------------------------------------------------------------
+# Energy-based objectives
+# --------------------------------------------------------------------------------------------
+
+
+def _check_anneal(value) -> None:
+    _checks.number("beta_anneal", value, low=0.0, high=1.0, high_open=True)
+
+
+class _EnergyObjective(AbstractObjective):
+    """Shared parts of the objectives that sample q and evaluate u = βE(x)."""
+
+    info_keys: ClassVar[tuple[str, ...]] = ("ess_fraction", "n_nonfinite")
+    beta_anneal: float
+
+    def prepare(self, sampler, system, beta, *, key=None, init_key=None, progress=True) -> Task:
+        """A task that trains ``sampler`` on ``system.energy`` at ``beta``."""
+        return self.energy_task(sampler, system.energy, beta)
+
+    def energy_task(self, sampler, energy_fn, beta) -> Task:
+        """A task that trains ``sampler`` on the energy ``energy_fn`` at ``beta``."""
+        return Task(
+            model=sampler, inputs={"beta": jnp.asarray(beta, jnp.float32)}, energy=energy_fn
+        )
+
+    def schedule(self, steps: np.ndarray, total: int) -> dict:
+        """β ramp: β_t = β · min(1, (t + 1) / (f · steps)), f = ``beta_anneal`` (0 = off)."""
+        ramp = self.beta_anneal * total
+        if ramp >= 1:
+            fac = np.array([min(1.0, (int(s) + 1) / ramp) for s in steps], np.float32)
+        else:
+            fac = np.ones(len(steps), np.float32)
+        return {"beta_factor": fac}
+
+    def _loss_fn(self):
+        raise NotImplementedError
+
+    def loss(self, model, inputs, step_inputs, key, batch_size: int, task: Task):
+        """The objective's loss and its per-step info (ESS fraction, non-finite samples)."""
+        beta = inputs["beta"] * step_inputs["beta_factor"]
+        loss, aux = self._loss_fn()(model, task.energy, beta, key=key, batch_size=batch_size)
+        info = dict(ess_fraction=_kish_fraction(aux["log_w"]), n_nonfinite=aux["n_nonfinite"])
+        return loss, info
+
+
+@dataclass(frozen=True)
+class ReverseKL(_EnergyObjective):
+    r"""Reverse KL: minimise the variational free energy E_q[u + ln q] = βF + KL(q‖p) ≥ βF.
+
+    Reparametrised gradient (x = f_θ(z)); for continuous samplers.
+
+    Attributes:
+        beta_anneal: fraction f of the steps over which β ramps up linearly from 0
+            (β_t = β · min(1, (t + 1)/(f · steps)); 0 = off).
     """
-    finite = jnp.isfinite(f)
-    f0 = jnp.where(finite, f, 0.0).reshape(groups, -1)
-    m = finite.reshape(groups, -1).astype(f.dtype)
-    n = jnp.sum(m, axis=1, keepdims=True)
-    loo = (jnp.sum(f0, axis=1, keepdims=True) - f0) / jnp.maximum(n - 1, 1)
-    adv = jax.lax.stop_gradient(jnp.where(m > 0, f0 - loo, 0.0)).reshape(-1)
-    n_ok = jnp.maximum(jnp.sum(finite), 1)
-    surrogate = jnp.sum(adv * jnp.where(finite, log_q, 0.0)) / n_ok
-    value = jnp.sum(f0) / n_ok
-    return surrogate - jax.lax.stop_gradient(surrogate) + jax.lax.stop_gradient(value)
+
+    name: ClassVar[str] = "reverse_kl"
+    beta_anneal: float = 0.0
+
+    def __post_init__(self):
+        _check_anneal(self.beta_anneal)
+
+    def check(self, system, sampler) -> None:
+        """Continuous systems only (a discrete sample cannot be reparametrised)."""
+        if getattr(system, "discrete", False):
+            raise ValueError(
+                f"objective 'reverse_kl' needs reparametrised samples; {system.kind!r} is a "
+                "discrete spin system: use 'reinforce'"
+            )
+
+    def _loss_fn(self):
+        return _losses.reverse_kl_loss
 
 
-def reinforce_loss(sampler, energy_fn, beta, *, key, batch_size: int):
-    """Variational free energy E_q[u + ln q] ≥ βF with the score-function (REINFORCE) gradient.
+@dataclass(frozen=True)
+class Reinforce(_EnergyObjective):
+    r"""E_q[u + ln q] ≥ βF with the score-function gradient and a leave-one-out baseline.
 
-    For discrete samplers (spins), where x cannot be reparametrised: samples are drawn without
-    gradient, ln q is re-evaluated with it, and the gradient is E_q[(f − b) ∇ ln q] with
-    f = u + ln q and a leave-one-out batch baseline b (variance reduction without bias). The
-    value returned is the batch mean of f: a (stochastic) upper bound on βF, not the answer.
+    For discrete samplers (spins). The default ramps β up over the first 30 % of the steps,
+    which keeps a spin model from freezing into one ordered state early.
 
-    Args:
-        sampler: a normalised ``AbstractSampler`` (e.g. an autoregressive spin model).
-        energy_fn: E(x) on ONE configuration (vmapped here).
-        beta: inverse temperature (array leaf).
-        key: PRNG key.
-        batch_size: number of samples per step.
-
-    Returns:
-        ``(loss, aux)`` with aux = dict(n_nonfinite, log_w).
+    Attributes:
+        beta_anneal: fraction of the steps of the linear β ramp (0 = off).
     """
-    x, _ = _frozen(sampler).sample_and_log_prob(batch_size, key=key)
-    x = jax.lax.stop_gradient(x)
-    log_q = sampler.log_prob(x)
-    u = beta * jax.vmap(energy_fn)(x)
-    f = jax.lax.stop_gradient(u + log_q)
-    loss = _score_function_loss(log_q, f, 1)
-    finite = jnp.isfinite(f)
-    return loss, dict(
-        n_nonfinite=jnp.sum(~finite).astype(jnp.int32), log_w=jnp.where(finite, -f, -jnp.inf)
-    )
+
+    name: ClassVar[str] = "reinforce"
+    beta_anneal: float = 0.3
+
+    def __post_init__(self):
+        _check_anneal(self.beta_anneal)
+
+    def _loss_fn(self):
+        return _losses.reinforce_loss
 
 
-#: Temperatures drawn per step by :func:`reinforce_beta_range_loss`.
-BETA_GROUPS = 8
+@dataclass(frozen=True)
+class BetaRange(_EnergyObjective):
+    r"""REINFORCE for a β-conditioned sampler q(x | β) over [β_min, β_max] (free-energy curves).
 
+    Each step draws ``groups`` temperatures (stratified uniform in the range) and minimises the
+    mean of E_{q(·|β)}[βE + ln q(·|β)], each term an upper bound on βF(β).
 
-def reinforce_beta_range_loss(sampler, energy_fn, beta, *, key, batch_size: int):
-    """REINFORCE for a β-conditioned sampler q(x | β) over a range of temperatures.
-
-    ``beta`` is ``[β_min, β_max]``. Each step draws ``BETA_GROUPS`` temperatures (stratified
-    uniform in the range) with ``batch_size // BETA_GROUPS`` samples each, and minimises the mean
-    over them of E_{q(·|β)}[βE + ln q(·|β)] — every term an upper bound on βF(β) — with a
-    leave-one-out baseline within each temperature (ln Z(β) differs between temperatures, so a
-    baseline shared across them would only add variance).
-
-    The sampler must provide ``sample_and_log_prob(n, *, key, beta)`` and ``log_prob(x, beta)``
-    with ``beta`` of shape (n,).
-
-    Returns:
-        ``(loss, aux)`` with aux = dict(n_nonfinite, log_w) (log_w of the warmest group).
+    Attributes:
+        beta_anneal: fraction of the steps over which the whole range ramps up from 0.
     """
-    g = BETA_GROUPS
-    per = batch_size // g
-    if per < 2:
-        raise ValueError(f"batch_size must be >= {2 * g} for β-range training, got {batch_size}")
-    k_beta, k_x = jax.random.split(key)
-    lo, hi = beta[0], beta[1]
-    u01 = (jnp.arange(g) + jax.random.uniform(k_beta, (g,))) / g
-    betas = jnp.repeat(lo + (hi - lo) * u01, per)
-    x, _ = _frozen(sampler).sample_and_log_prob(g * per, key=k_x, beta=betas)
-    x = jax.lax.stop_gradient(x)
-    log_q = sampler.log_prob(x, betas)
-    f = jax.lax.stop_gradient(betas * jax.vmap(energy_fn)(x) + log_q)
-    loss = _score_function_loss(log_q, f, g)
-    finite = jnp.isfinite(f)
-    log_w = jnp.where(finite, -f, -jnp.inf)[:per]
-    return loss, dict(n_nonfinite=jnp.sum(~finite).astype(jnp.int32), log_w=log_w)
+
+    name: ClassVar[str] = "beta_range"
+    beta_anneal: float = 0.3
+
+    def __post_init__(self):
+        _check_anneal(self.beta_anneal)
+
+    def check(self, system, sampler) -> None:
+        """The sampler must be β-conditioned."""
+        if not getattr(sampler, "beta_conditioned", False) and not hasattr(sampler, "at"):
+            raise ValueError(
+                "objective 'beta_range' trains a beta-conditioned sampler (sampler."
+                "beta_conditioned = true)"
+            )
+
+    def prepare(self, sampler, system, beta, *, key=None, init_key=None, progress=True) -> Task:
+        """``beta`` is the range (β_min, β_max)."""
+        lo, hi = (float(b) for b in beta)
+        return Task(
+            model=sampler, inputs={"beta": jnp.asarray([lo, hi], jnp.float32)}, energy=system.energy
+        )
+
+    def _loss_fn(self):
+        return _losses.reinforce_beta_range_loss
 
 
-OBJECTIVES = {
-    "reverse_kl": reverse_kl_loss,
-    "reinforce": reinforce_loss,
-    "reinforce_beta_range": reinforce_beta_range_loss,
+# --------------------------------------------------------------------------------------------
+# Data-based objectives
+# --------------------------------------------------------------------------------------------
+
+PAIRING_CHOICES = ("auto", "independent", "ot", "aligned", "equivariant_ot")
+
+
+def default_pairing(system) -> tuple[str, bool]:
+    """The default (pairing, rotations) of matching for ``system``.
+
+    Particle relabelling + rotation alignment for rotation-invariant particles in d ≥ 2,
+    relabelling only in d = 1, mini-batch OT otherwise.
+    """
+    shape = tuple(system.event_shape)
+    if len(shape) == 2 and getattr(system, "permutation_symmetric", False):
+        return "aligned", shape[1] >= 2
+    return "ot", False
+
+
+class _DataObjective(AbstractObjective):
+    """Shared parts of the objectives trained on Monte Carlo samples of p."""
+
+    needs_data: ClassVar[bool] = True
+    info_keys: ClassVar[tuple[str, ...]] = ("loss_b", "loss_eta", "n_nonfinite")
+    data: HMCData
+    pairing: str
+
+    def _check_common(self, system) -> None:
+        self.data.check(system)
+        if getattr(system, "discrete", False):
+            raise ValueError(
+                f"objective {self.name!r} trains a continuous flow from Monte Carlo samples; "
+                f"{system.kind!r} is a discrete spin system"
+            )
+        pairing, _ = self.resolved_pairing(system)
+        if pairing in ("aligned", "equivariant_ot") and len(tuple(system.event_shape)) != 2:
+            raise ValueError(f"pairing {pairing!r} needs particles, event shape (N, d)")
+
+    def resolved_pairing(self, system) -> tuple[str, bool]:
+        """(pairing, rotations) for ``system``: the system's default for ``"auto"``."""
+        pairing, rotations = default_pairing(system)
+        return (pairing if self.pairing == "auto" else self.pairing), rotations
+
+    def _pair_fn(self, system):
+        from boltzgen.train._matching import pair_batch
+
+        pairing, rotations = self.resolved_pairing(system)
+        if pairing == "independent":
+            return None
+
+        def pair(x0, x1):
+            return pair_batch(np.asarray(x0), np.asarray(x1), pairing=pairing, rotations=rotations)
+
+        return pair
+
+    def _draw(self, model, inputs, key, batch_size, t_min, pair):
+        """One minibatch on device: x0 (base or data A), x1 (paired data), z, t."""
+        from boltzgen.train._matching import draw_batch
+
+        x0, x1, z, t = draw_batch(
+            model, inputs.get("data_a"), inputs["data"], key, batch_size, t_min
+        )
+        if pair is not None:
+            # The pairings are assignment problems (Hungarian algorithm, N! relabellings):
+            # SciPy on the host, called from inside the jitted chunk. The partners depend only
+            # on this batch, so the callback is pure.
+            x1 = jax.pure_callback(pair, jax.ShapeDtypeStruct(x1.shape, x1.dtype), x0, x1)
+        return x0, x1, z, t
+
+
+def _com_split(sampler):
+    from boltzgen.flows import CentreOfMassSplit
+
+    return sampler if isinstance(sampler, CentreOfMassSplit) else None
+
+
+def _as_data(model, x, name):
+    from boltzgen.train._matching import as_data
+
+    return as_data(model, x, name)
+
+
+@dataclass(frozen=True)
+class FlowMatching(_DataObjective):
+    r"""Conditional flow matching of a CNF on Monte Carlo samples of p.
+
+    L(v) = E |v(t, x_t) − (x₁ − x₀)|², x_t = (1 − t)x₀ + t x₁, x₀ ~ the CNF's Gaussian base,
+    x₁ ~ data (paired by ``pairing``), t ~ U(0, 1). The base scale is frozen (the target
+    assumes that base). For a :class:`~boltzgen.flows.CentreOfMassSplit` sampler the inner
+    zero-COM CNF is trained on centred data and the centre-of-mass scale is set to its
+    maximum-likelihood value on the data.
+
+    Attributes:
+        data: how the Monte Carlo samples of p are made.
+        pairing: coupling of base and data draws in a minibatch: ``"auto"`` (aligned particles
+            with rotations in d ≥ 2, relabelling only in d = 1, mini-batch OT otherwise),
+            ``"independent"``, ``"ot"``, ``"aligned"`` or ``"equivariant_ot"``.
+    """
+
+    name: ClassVar[str] = "flow_matching"
+    data: HMCData = field(default_factory=HMCData)
+    pairing: str = "auto"
+
+    def __post_init__(self):
+        _checks.choice("pairing", self.pairing, PAIRING_CHOICES)
+
+    def check(self, system, sampler) -> None:
+        """A particle system and a CNF sampler (or the zero-COM CNF of a COM split)."""
+        from boltzgen.flows import CNF
+
+        self._check_common(system)
+        split = _com_split(sampler)
+        inner = split.inner if split is not None else sampler
+        if not isinstance(inner, CNF):
+            raise ValueError(
+                f"objective {self.name!r} trains a continuous flow: use sampler.kind = 'cnf', "
+                f"got {type(sampler).__name__}"
+            )
+
+    def trainable(self, model):
+        """Every inexact array except the CNF's base scale (frozen)."""
+        spec = jax.tree.map(eqx.is_inexact_array, model)
+        return eqx.tree_at(lambda m: m.log_scale, spec, replace=False)
+
+    def prepare(self, sampler, system, beta, *, key, init_key=None, progress=True) -> Task:
+        """Draw the Monte Carlo data; the task trains the (inner) CNF from its base."""
+        data = self.data.sample(system, beta, key=key, progress=progress)
+        return self.data_task(sampler, system, data)
+
+    def data_task(self, sampler, system, data: MonteCarloData) -> Task:
+        """The task for given Monte Carlo ``data`` (no sampling)."""
+        split = _com_split(sampler)
+        x = data.train
+        wrapper = None
+        if split is not None:  # the exact Gaussian of the centre of mass: its MLE scale
+            com = x.mean(axis=-2)
+            s = math.sqrt(float(np.mean(com**2)))
+            split = eqx.tree_at(lambda q: q.log_com_scale, split, jnp.log(jnp.float32(s)))
+            x = x - com[:, None, :]
+            wrapper = _Rewrap(split)
+        model = split.inner if split is not None else sampler
+        inputs = {"data": _as_data(model, x, "data")}
+        pair = self._pair_fn(system)
+        return Task(model=model, inputs=inputs, data=data, wrapper=wrapper, pair=pair)
+
+    def loss(self, model, inputs, step_inputs, key, batch_size: int, task: Task):
+        """Flow-matching loss on one paired minibatch."""
+        from boltzgen.train._matching import flow_matching_loss
+
+        x0, x1, _, t = self._draw(model, inputs, key, batch_size, 0.0, task.pair)
+        loss = flow_matching_loss(model, x0, x1, t)
+        nan = jnp.full((), jnp.nan, loss.dtype)
+        return loss, dict(loss_b=nan, loss_eta=nan, n_nonfinite=jnp.zeros((), jnp.int32))
+
+
+@dataclass(frozen=True)
+class _Rewrap:
+    """Put a trained inner model back into its centre-of-mass split."""
+
+    split: Any
+
+    def __call__(self, model):
+        return eqx.tree_at(lambda q: q.inner, self.split, model)
+
+
+@dataclass(frozen=True)
+class Interpolant(_DataObjective):
+    r"""Stochastic interpolant from a Gaussian (or from samples of A) to samples of p.
+
+    x_t = α_t x₀ + β_t x₁ + γ_t z with γ_t = √(a t(1 − t)), a = ``gamma_scale``; learns the
+    velocity b by L_b = E[½|b̂|² − (α̇x₀ + β̇x₁ + γ̇z)·b̂] and the denoiser η by
+    L_η = E[½|η̂|² − z·η̂] (antithetic in z). q is the probability-flow ODE of b with exact
+    log q; the trained interpolant also drives FEAT paths (:class:`boltzgen.stages.FEAT`).
+    The fields take their architecture from these attributes (the config layer copies the
+    ``[sampler]`` keys of the same names); the base scale, the zero-COM setting, the ODE steps
+    and solver come from the CNF sampler.
+
+    Attributes:
+        data: how the Monte Carlo samples of p are made.
+        pairing: coupling of source and data draws (see :class:`FlowMatching`).
+        gamma_scale: a > 0 of γ_t.
+        hidden: width of the field MLPs.
+        depth: hidden layers per MLP.
+        field: particle field kind (``"rbf"``, ``"mlp"``, ``"env"``, ``"egnn"``).
+        n_rbf: radial basis functions of the particle fields.
+        r_max: largest radial-basis centre.
+    """
+
+    name: ClassVar[str] = "interpolant"
+    data: HMCData = field(default_factory=HMCData)
+    pairing: str = "auto"
+    gamma_scale: float = 1.0
+    hidden: int = 64
+    depth: int = 2
+    field: str = "rbf"
+    n_rbf: int = 32
+    r_max: float = 8.0
+
+    def __post_init__(self):
+        _checks.choice("pairing", self.pairing, PAIRING_CHOICES)
+        _checks.positive("gamma_scale", self.gamma_scale)
+        _checks.integer("hidden", self.hidden, 1)
+        _checks.integer("depth", self.depth, 1)
+        _checks.integer("n_rbf", self.n_rbf, 1)
+        _checks.positive("r_max", self.r_max)
+
+    def check(self, system, sampler) -> None:
+        """A particle system and a plain CNF sampler (no centre-of-mass split)."""
+        from boltzgen.flows import CNF
+
+        self._check_common(system)
+        if _com_split(sampler) is not None:
+            raise ValueError(
+                "objective 'interpolant' works in the full space or with a translation-"
+                "invariant system; set sampler.zero_com = false"
+            )
+        if not isinstance(sampler, CNF):
+            raise ValueError(
+                f"objective 'interpolant' trains a continuous flow: use sampler.kind = 'cnf', "
+                f"got {type(sampler).__name__}"
+            )
+
+    def build(self, shape, *, key, source="gaussian", base_scale=1.0, zero_com=False):
+        """A fresh :class:`~boltzgen.flows.Interpolant` with this objective's fields."""
+        from boltzgen.flows import Interpolant as Model
+
+        return Model(
+            shape,
+            key=key,
+            hidden=self.hidden,
+            depth=self.depth,
+            field=self.field,
+            n_rbf=self.n_rbf,
+            r_max=self.r_max,
+            gamma_scale=self.gamma_scale,
+            source=source,
+            base_scale=base_scale,
+            zero_com=zero_com,
+        )
+
+    def prepare(self, sampler, system, beta, *, key, init_key, progress=True) -> Task:
+        """Draw the Monte Carlo data (from ``key``); the task trains a Gaussian → p interpolant.
+
+        The interpolant's weights come from ``init_key``.
+        """
+        data = self.data.sample(system, beta, key=key, progress=progress)
+        return self.data_task(sampler, system, data, key=init_key)
+
+    def data_task(self, sampler, system, data: MonteCarloData, *, key) -> Task:
+        """The task for given Monte Carlo ``data``: a fresh interpolant (weights from ``key``)."""
+        model = self.build(
+            sampler.event_shape,
+            key=key,
+            base_scale=float(jnp.exp(sampler.log_scale)),
+            zero_com=sampler.zero_com,
+        )
+        cnf = _AsCNF(n_steps=sampler.n_steps, solver=sampler.solver)
+        inputs = {"data": _as_data(model, data.train, "data")}
+        pair = self._pair_fn(system)
+        return Task(model=model, inputs=inputs, data=data, wrapper=cnf, pair=pair)
+
+    def pair_task(self, model, system, data_a, data_b) -> Task:
+        """A data → data task (``model.source == "data"``): samples of A and of B."""
+        inputs = {
+            "data_a": _as_data(model, data_a, "data_a"),
+            "data": _as_data(model, data_b, "data_b"),
+        }
+        return Task(model=model, inputs=inputs, pair=self._pair_fn(system))
+
+    def loss(self, model, inputs, step_inputs, key, batch_size: int, task: Task):
+        """L_b + L_η on one paired minibatch."""
+        from boltzgen.train._matching import interpolant_loss
+
+        x0, x1, z, t = self._draw(model, inputs, key, batch_size, 1e-3, task.pair)
+        loss, (lb, le) = interpolant_loss(model, x0, x1, z, t)
+        return loss, dict(loss_b=lb, loss_eta=le, n_nonfinite=jnp.zeros((), jnp.int32))
+
+
+@dataclass(frozen=True)
+class _AsCNF:
+    """The probability-flow CNF of a trained interpolant."""
+
+    n_steps: int
+    solver: str
+
+    def __call__(self, model):
+        return model.as_cnf(n_steps=self.n_steps, solver=self.solver)
+
+
+def default_objective(system) -> AbstractObjective:
+    """:class:`Reinforce` for discrete (spin) systems, :class:`ReverseKL` otherwise."""
+    return Reinforce() if getattr(system, "discrete", False) else ReverseKL()
+
+
+#: Objectives by their run-spec name (the config layer's look-up).
+OBJECTIVE_CLASSES: dict[str, type[AbstractObjective]] = {
+    c.name: c for c in (ReverseKL, Reinforce, BetaRange, FlowMatching, Interpolant)
 }
+
+__all__ = [
+    "AbstractObjective",
+    "BetaRange",
+    "FlowMatching",
+    "Interpolant",
+    "OBJECTIVE_CLASSES",
+    "Reinforce",
+    "ReverseKL",
+    "Task",
+    "default_objective",
+    "default_pairing",
+]
