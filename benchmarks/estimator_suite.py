@@ -21,17 +21,24 @@ baselines — the cost extrapolated to the error bar of the best flow-based esti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import time
 
 import equinox as eqx
 import jax
+import numpy as np
 
-from boltzgen._run import estimate_all, run_reference, run_refinement, sample_log_weights
+from boltzgen import estimators
+from boltzgen._estimation import sample_log_weights
+from boltzgen._keys import RunKeys
+from boltzgen.estimators import Cost
 from boltzgen.flows import make_sampler
+from boltzgen.references import CouplingLadder, TrapAIS
+from boltzgen.stages import SMC, NeuralMCMC, StageContext
 from boltzgen.systems import CoulombGas
-from boltzgen.train import make_optimizer, train
+from boltzgen.train import Trainer, train
 
 
 def _pair(text: str) -> tuple[int, int]:
@@ -41,26 +48,23 @@ def _pair(text: str) -> tuple[int, int]:
 
 def trained_flow(system, beta, *, seed, cache, steps, batch_size, learning_rate):
     """The default flow of ``boltzgen run`` trained with the run's keys (or loaded)."""
-    key = jax.random.key(seed)
-    k_init, k_train, k_est, k_ref = jax.random.split(key, 4)
-    flow = make_sampler("equivariant", system, key=k_init)
+    keys = RunKeys(seed)
+    flow = make_sampler("equivariant", system, key=keys.init)
     t = time.perf_counter()
     if cache and os.path.exists(cache):
         print(f"loading the trained flow from {cache}", flush=True)
-        return eqx.tree_deserialise_leaves(cache, flow), 0.0, (k_est, k_ref)
+        return eqx.tree_deserialise_leaves(cache, flow), 0.0, (keys.estimate, keys.reference)
     state = train(
         flow,
         system.energy,
         beta,
-        key=k_train,
-        steps=steps,
-        batch_size=batch_size,
-        optimizer=make_optimizer(learning_rate, steps, 10.0),
+        key=keys.train,
+        trainer=Trainer(steps=steps, batch_size=batch_size, learning_rate=learning_rate, clip=10.0),
         progress=True,
     )
     if cache:
-        eqx.tree_serialise_leaves(cache, state.sampler)
-    return state.sampler, time.perf_counter() - t, (k_est, k_ref)
+        eqx.tree_serialise_leaves(cache, state.model)
+    return state.model, time.perf_counter() - t, (keys.estimate, keys.reference)
 
 
 def main():
@@ -92,47 +96,45 @@ def main():
     )
     rows = {}
     t = time.perf_counter()
+    # The samples and estimates of the estimation phase (chunks of 8192, as before).
     samples = sample_log_weights(q, system, beta, args.n_samples, key=k_est, progress=True)
-    rows.update(estimate_all(samples, seed=args.seed, n_boot=200))
+    w = samples["log_w"]
+    flow_only = {
+        "variational": estimators.variational_bound(w),
+        "importance": estimators.importance_log_z(
+            w, rng=np.random.default_rng(args.seed), n_boot=200
+        ),
+    }
     t_est = time.perf_counter() - t
-    for e in rows.values():
-        e.extra.update(wall_time=t_est, n_log_q_evals=float(args.n_samples))
+    cost = Cost(n_log_q_evals=float(args.n_samples), wall_time=t_est)
+    rows.update({m: e.with_cost(cost) for m, e in flow_only.items()})
 
-    key = jax.random.key(args.seed)
+    key = RunKeys(args.seed).root
+    ctx = StageContext(system, beta, q, samples, objective=None, progress=True)
     n, k = args.smc
-    est, _ = run_refinement(
-        "smc", q, system, beta, key=jax.random.fold_in(key, 101), n_chains=n, n_steps=k
-    )
-    rows.update(est)
+    out = SMC(n_chains=n, n_steps=k)(dataclasses.replace(ctx, key=jax.random.fold_in(key, 101)))
+    rows.update(out.estimates)
     n, k = args.nmcmc
-    est, _ = run_refinement(
-        "nmcmc",
-        q,
-        system,
-        beta,
-        key=jax.random.fold_in(key, 102),
-        q_log_w=samples["log_w"],
-        n_chains=n,
-        n_steps=k,
+    out = NeuralMCMC(n_chains=n, n_steps=k)(
+        dataclasses.replace(ctx, key=jax.random.fold_in(key, 102))
     )
+    est = out.estimates
     rows.update({f"{m}": e for m, e in est.items() if m != "forward_bound_refined"})
     rows["forward_bound_nmcmc"] = est["forward_bound_refined"]
     n, k = args.ais
-    ref, derived = run_reference(
-        "ais", system, beta, key=k_ref, sampler=q, n_chains=n, n_steps=k, progress=True
-    )
+    ref, derived = TrapAIS(n_chains=n, n_steps=k)(system, beta, key=k_ref, sampler=q, progress=True)
     rows.update({f"mc:{m}": e for m, e in ref.items()})
     rows.update(derived)
     s, c = args.ladder
-    ref, _ = run_reference(
-        "ladder", system, beta, key=jax.random.fold_in(key, 103), n_states=s, n_chains=c
+    ref, _ = CouplingLadder(n_states=s, n_chains=c)(
+        system, beta, key=jax.random.fold_in(key, 103), progress=True
     )
     rows.update({f"mc:{m}": e for m, e in ref.items()})
 
     flow_based = [
         e
         for m, e in rows.items()
-        if e.kind == "estimate" and not m.startswith("mc:") and not e.extra.get("low_ess")
+        if e.kind == "estimate" and not m.startswith("mc:") and "low_ess" not in e.flags
     ]
     best = min(flow_based, key=lambda e: e.log_z_stderr)
     print(
@@ -145,21 +147,21 @@ def main():
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for m, e in rows.items():
-        ex = e.extra
+        c = e.cost  # counts that were not recorded are 0 (wall time NaN): printed as nan
         ess = f"{e.ess:.4g}" if math.isfinite(e.ess) else "-"
-        if "ess_before" in ex:
-            ess = f"{ex['ess_before']:.4g} → {ess}"
-        if ex.get("low_ess"):
+        if "ess_before" in e.extra:
+            ess = f"{e.extra['ess_before']:.4g} → {ess}"
+        if "low_ess" in e.flags:
             ess += " (low)"
-        evals = ex.get("n_energy_evals", ex.get("n_log_q_evals", math.nan))
-        lq = ex.get("n_log_q_evals", math.nan)
+        evals = c.n_energy_evals or c.n_log_q_evals or math.nan
+        lq = c.n_log_q_evals or math.nan
         scaled = ""
         if m.startswith("mc:") and e.kind == "estimate":
             f = (e.log_z_stderr / best.log_z_stderr) ** 2
-            scaled = f"{ex['n_energy_evals'] * f:.3g} evals, {ex['wall_time'] * f:.1f} s"
+            scaled = f"{c.n_energy_evals * f:.3g} evals, {c.wall_time * f:.1f} s"
         print(
             f"| {m} | {e.kind} | {e.beta_f:.4f} | {e.log_z_stderr:.2g} | {ess} | {e.n_samples} "
-            f"| {evals:.3g} | {lq:.3g} | {ex.get('wall_time', math.nan):.1f} | {scaled} |"
+            f"| {evals:.3g} | {lq:.3g} | {c.wall_time:.1f} | {scaled} |"
         )
     print(f"\nbest flow-based: {best.method} βF = {best.beta_f:.4f} ± {best.log_z_stderr:.2g}")
     uppers = [e for e in rows.values() if e.kind == "upper_bound"]

@@ -23,6 +23,8 @@ import numpy as np
 
 import boltzgen as bg
 from boltzgen import estimators as est
+from boltzgen._keys import RunKeys
+from boltzgen.flows import make_sampler
 from boltzgen.systems import BETA_C, Ising
 
 
@@ -49,17 +51,26 @@ def main() -> None:
         system = Ising(args.L)
         exact = system.exact_log_z(beta)
         t0 = time.perf_counter()
+        # The sampler a run with this seed builds; REINFORCE with the default β ramp (30 %).
+        sampler = make_sampler(
+            args.sampler,
+            system,
+            key=RunKeys(args.seed).init,
+            channels=args.channels,
+            depth=args.depth,
+        )
         r = bg.run(
             system,
             beta,
-            sampler=args.sampler,
-            sampler_options=dict(channels=args.channels, depth=args.depth),
-            steps=args.steps,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            n_samples=args.chunk,
-            n_boot=0,
-            refine="none",
+            sampler,
+            trainer=bg.train.Trainer(
+                steps=args.steps,
+                batch_size=args.batch_size,
+                learning_rate=args.learning_rate,
+                clip=10.0,
+            ),
+            estimation=bg.Estimation(n_samples=args.chunk, chunk_size=8192, n_boot=0),
+            stages=(),
             seed=args.seed,
             progress=True,
         )
@@ -103,8 +114,6 @@ def main() -> None:
 def _trained_sampler(system, result, args):
     """Rebuild the trained sampler from the result's parameter leaves."""
     import equinox as eqx
-
-    from boltzgen.flows import make_sampler
 
     q = make_sampler(
         args.sampler,

@@ -9,12 +9,12 @@ What it does, in order (wall time of each phase printed):
    (``runs/out/particles_ref_dw4.npz``, ``runs/out/particles_ref_lj13_eps2.npz``; the script
    refuses to run without it rather than spend an hour re-sampling) and prints the "floor":
    W2 of random ``--n-eval``-subsets of the reference against the whole reference.
-2. Monte Carlo training data of p (:func:`boltzgen._data.training_data`: tuned HMC chains,
+2. Monte Carlo training data of p (:class:`boltzgen.train.HMCData`: tuned HMC chains,
    ``--n-data`` training + ``--n-holdout`` held-out samples), cached per settings and seed in
    ``runs/out/particles_fmdata_<system>_<hash>.npz`` (git-ignored; ``--no-data-cache``).
 3. Trains the zero-centre-of-mass CNF (radial-basis equivariant field) by conditional flow
    matching with the run's default pairing (particle relabelling + rotation alignment),
-   :func:`boltzgen._data.train_on_data`; no energies are evaluated in training.
+   :class:`boltzgen.train.FlowMatching`; no energies are evaluated in training.
 4. Draws ``--n-q`` samples of q with exact log q (float64 re-evaluation) and the importance
    weights w = −βE − ln q: Kish ESS, IS ln Z ± stderr, the variational bound, and from the
    held-out data the lower bound E_p[u + ln q], reverse IS and BAR between q and p.
@@ -87,16 +87,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from particles_mcmc import REFERENCE, make_system  # noqa: E402
 
 from boltzgen import estimators as est  # noqa: E402
-from boltzgen._data import train_on_data, training_data  # noqa: E402
-from boltzgen._run import (  # noqa: E402
-    _log_q_and_energy,
-    _p_sample_estimates,
+from boltzgen._estimation import (  # noqa: E402
+    log_q_and_energy,
+    p_sample_estimates,
     sample_log_weights,
 )
 from boltzgen.estimators._metrics import distance_w2, energy_w2  # noqa: E402
 from boltzgen.flows import make_sampler  # noqa: E402
 from boltzgen.mcmc._particles import mcmc_at_budget  # noqa: E402
-from boltzgen.train import make_optimizer, train  # noqa: E402
+from boltzgen.train import (  # noqa: E402
+    FlowMatching,
+    HMCData,
+    MonteCarloData,
+    Trainer,
+    train,
+)
 
 #: Published equal-budget MCMC energy-W2 (PHYSICS.md; iDEM's in brackets), for orientation.
 PUBLISHED = {"dw4": (0.148, 0.435), "lj13": (0.516, 5.204)}
@@ -122,8 +127,12 @@ def subsample(x, e, n_max: int, rng):
     return x[idx], e[idx]
 
 
-def get_data(system, beta, options: dict, *, seed: int, name: str, cache: bool):
-    """Monte Carlo training/held-out data of p, cached on disk per (system, options, seed)."""
+def get_data(system, beta, options: dict, *, seed: int, name: str, cache: bool) -> MonteCarloData:
+    """Monte Carlo training/held-out data of p, cached on disk per (system, options, seed).
+
+    ``options`` are :class:`~boltzgen.train.HMCData` fields; the chains' key is
+    ``jax.random.key(seed + 202)``.
+    """
     tag = repr((repr(system), beta, sorted(options.items()), seed))
     path = os.path.join(
         "runs", "out", f"particles_fmdata_{name}_{hashlib.sha1(tag.encode()).hexdigest()[:10]}.npz"
@@ -131,13 +140,13 @@ def get_data(system, beta, options: dict, *, seed: int, name: str, cache: bool):
     if cache and os.path.exists(path):
         with np.load(path, allow_pickle=False) as f:
             d = {k: f[k] for k in f.files}
-        d = {k: (v.item() if v.ndim == 0 else v) for k, v in d.items()}
-        print(f"data: cached {path} (generated in {d['wall_time']:.1f} s)")
+        d = MonteCarloData(**{k: (v.item() if v.ndim == 0 else v) for k, v in d.items()})
+        print(f"data: cached {path} (generated in {d.wall_time:.1f} s)")
         return d
-    d = training_data(system, beta, key=jax.random.key(seed + 202), progress=True, **options)
+    d = HMCData(**options).sample(system, beta, key=jax.random.key(seed + 202), progress=True)
     if cache:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.savez(path + ".tmp.npz", **d)
+        np.savez(path + ".tmp.npz", **dataclasses.asdict(d))
         os.replace(path + ".tmp.npz", path)
     return d
 
@@ -281,14 +290,14 @@ def main():
     )
     data = get_data(system, beta, options, seed=args.seed, name=name, cache=not args.no_data_cache)
     timings["data (this run)"] = time.perf_counter() - t
-    timings["data (MCMC run, excl. compile)"] = float(data["wall_time"])
-    n_data_evals = int(data["n_energy_evals"])
+    timings["data (MCMC run, excl. compile)"] = float(data.wall_time)
+    n_data_evals = int(data.n_energy_evals)
     print(
-        f"data: {args.n_data} train + {args.n_holdout} held-out, acc {data['acceptance']:.3f}, "
-        f"energy ESS {data['energy_ess']:.0f}, R̂ {data['energy_rhat']:.4f}, "
+        f"data: {args.n_data} train + {args.n_holdout} held-out, acc {data.acceptance:.3f}, "
+        f"energy ESS {data.energy_ess:.0f}, R̂ {data.energy_rhat:.4f}, "
         f"{n_data_evals:.4g} energy+grad evals"
     )
-    de, dd = w2_pair(data["holdout"], data["holdout_energy"], x_ref, e_ref)
+    de, dd = w2_pair(data.holdout, data.holdout_energy, x_ref, e_ref)
     print(f"data held-out set vs reference: E-W2 {de:.4f}, D-W2 {dd:.4f}")
 
     # 3. flow matching
@@ -310,19 +319,14 @@ def main():
         q = eqx.tree_deserialise_leaves(args.model, q)
         print(f"model: loaded {args.model} (training skipped)")
     else:
-        q, _, history = train_on_data(
-            "flow_matching",
-            q,
-            system,
-            np.asarray(data["train"]),
-            key=k_train,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            optimizer=make_optimizer(args.lr, args.steps, args.clip),
-            sampler_options=sampler_options,
-            matching_options={"pairing": args.pairing},
-            progress=True,
+        objective = FlowMatching(data=HMCData(**options), pairing=args.pairing)
+        objective.check(system, q)
+        task = objective.data_task(q, system, data)
+        trainer = Trainer(
+            steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, clip=args.clip
         )
+        state = trainer.fit(objective, task, key=k_train, progress=True)
+        q, history = objective.finish(state.model, task), state.history
         if args.model:
             eqx.tree_serialise_leaves(args.model, q)
         loss = np.asarray(history["loss"])
@@ -347,12 +351,15 @@ def main():
             soft.energy,
             beta,
             key=jax.random.fold_in(k_train, 7),
-            steps=args.rkl_steps,
-            batch_size=args.rkl_batch,
-            optimizer=make_optimizer(args.rkl_lr, args.rkl_steps, args.clip),
+            trainer=Trainer(
+                steps=args.rkl_steps,
+                batch_size=args.rkl_batch,
+                learning_rate=args.rkl_lr,
+                clip=args.clip,
+            ),
             progress=True,
         )
-        q = state.sampler
+        q = state.model
         n_rkl_evals = args.rkl_steps * args.rkl_batch
         ess_hist = np.asarray(state.history["ess_fraction"])
         k = max(1, ess_hist.size // 10)
@@ -392,15 +399,11 @@ def main():
         "variational": est.variational_bound(log_w),
         "importance": est.importance_log_z(log_w, rng=np.random.default_rng(args.seed), n_boot=200),
     }
-    ho = np.asarray(data["holdout"])[: args.eval_holdout]
+    ho = np.asarray(data.holdout)[: args.eval_holdout]
     if len(ho):
         names = {k: f"{k}_data" for k in ("forward_bound", "reverse_importance", "bar")}
-        lq_p, e_p = _log_q_and_energy(q, system, ho, chunk_size=args.chunk)
-        ests.update(
-            _p_sample_estimates(
-                q, system, beta, ho, q_log_w=log_w, names=names, log_q_energy=(lq_p, e_p)
-            )
-        )
+        lq_p, e_p = log_q_and_energy(q, system, ho, chunk_size=args.chunk)
+        ests.update(p_sample_estimates(beta, (lq_p, e_p), q_log_w=log_w, names=names))
         # est.bar's Brent tolerance scales with the widest work (boltzgen/estimators/_bar.py,
         # _bar_root: xtol = tol·max|bracket|), so one overlapping-particle sample with
         # W_F ~ 1e16 makes xtol ~ 1e4. Works more than 1000 above the median carry a weight

@@ -31,19 +31,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from boltzgen._keys import RunKeys
 from boltzgen.estimators import importance_stderr, kish_ess, logmeanexp
 from boltzgen.flows import make_sampler
 from boltzgen.mcmc import neural_mcmc, refine_anneal
 from boltzgen.systems import CoulombGas
-from boltzgen.train import make_optimizer, train
+from boltzgen.train import Trainer, train
 
 REFERENCE = (-168.313, 0.013)
 
 
 def trained_flow(system, beta, *, seed, cache, steps, batch_size, learning_rate):
-    key = jax.random.key(seed)
-    k_init, k_train, _, _ = jax.random.split(key, 4)  # the keys boltzgen.run uses
-    flow = make_sampler("equivariant", system, key=k_init)
+    keys = RunKeys(seed)  # the keys boltzgen.run uses
+    flow = make_sampler("equivariant", system, key=keys.init)
     if cache and os.path.exists(cache):
         print(f"loading the trained flow from {cache}", flush=True)
         return eqx.tree_deserialise_leaves(cache, flow)
@@ -52,16 +52,14 @@ def trained_flow(system, beta, *, seed, cache, steps, batch_size, learning_rate)
         flow,
         system.energy,
         beta,
-        key=k_train,
-        steps=steps,
-        batch_size=batch_size,
-        optimizer=make_optimizer(learning_rate, steps, 10.0),
+        key=keys.train,
+        trainer=Trainer(steps=steps, batch_size=batch_size, learning_rate=learning_rate, clip=10.0),
         progress=True,
     )
     print(f"trained in {time.perf_counter() - t:.0f} s", flush=True)
     if cache:
-        eqx.tree_serialise_leaves(cache, state.sampler)
-    return state.sampler
+        eqx.tree_serialise_leaves(cache, state.model)
+    return state.model
 
 
 def line(label, r):

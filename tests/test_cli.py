@@ -81,10 +81,22 @@ def test_default_spec_is_the_library_default():
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_same_seed_same_numbers_through_the_cli_and_the_library(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_cli_run(tmp_path_factory):
+    """One `boltzgen run` of the TINY spec: (results file, printed table)."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("tiny") / "r.h5"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["run", "--out", str(out), *TINY]) == 0
+    return out, buf.getvalue()
+
+
+def test_same_seed_same_numbers_through_the_cli_and_the_library(tiny_cli_run):
     """`boltzgen run` and bg.run with the same pieces give the same estimates."""
-    out = tmp_path / "r.h5"
-    assert main(["run", "--out", str(out), *TINY]) == 0
+    out, _ = tiny_cli_run
     spec = load_spec(None, [a for a in TINY if a not in ("--set", "--quiet")])
     q = spec.build_sampler()
     r = bg.run(
@@ -270,10 +282,8 @@ def test_cli_systems_lists_parameters(capsys):
     assert "coulomb" in out and "n_particles" in out and "harmonic" in out
 
 
-def test_cli_run_writes_file_and_report_reads_it(tmp_path, capsys):
-    out = tmp_path / "r.h5"
-    assert main(["run", "--out", str(out), *TINY]) == 0
-    printed = capsys.readouterr().out
+def test_cli_run_writes_file_and_report_reads_it(tiny_cli_run, tmp_path, capsys):
+    out, printed = tiny_cli_run
     assert "importance" in printed and "ref:ais" in printed and "exact" in printed
     with h5py.File(out) as f:
         assert f.attrs["schema_version"] == SCHEMA_VERSION

@@ -108,8 +108,8 @@ def test_refine_spec_section():
     ladder = load_spec(None, ["reference.method=ladder"]).reference
     assert isinstance(ladder, CouplingLadder) and ladder.n_states > 1
     # Parameters whose default is None ("auto") are settable from a spec.
-    spec = load_spec(None, ["refine.target_accept=0.7", "refine.burn_in=10"])
-    assert spec.stages[0].target_accept == 0.7 and spec.stages[0].burn_in == 10
+    spec = load_spec(None, ["refine.target_accept=0.7", "refine.n_warmup=10"])
+    assert spec.stages[0].target_accept == 0.7 and spec.stages[0].n_warmup == 10
     assert (
         load_spec(None, ["refine.method=ais", "refine.pilot_chains=0"]).stages[0].pilot_chains == 0
     )

@@ -257,7 +257,7 @@ class ThermodynamicIntegration(AbstractReference):
         n_betas: quadrature intervals (split at β_c for a ferromagnet beyond it).
         n_chains: chains per node.
         n_sweeps: measured sweeps per chain.
-        burn_in: sweeps before measuring (None: the function's default).
+        n_warmup: sweeps before measuring (None: the function's default).
         kernel: ``"auto"``, ``"checkerboard"``, ``"swendsen_wang"`` or ``"single_spin"``.
         max_blocks: blocks of sweeps per chain for the error estimate.
         rule: ``"metropolis"`` or ``"heat_bath"``.
@@ -267,7 +267,7 @@ class ThermodynamicIntegration(AbstractReference):
     n_betas: int = 32
     n_chains: int = 64
     n_sweeps: int = 1000
-    burn_in: int | None = None
+    n_warmup: int | None = None
     kernel: str = "auto"
     max_blocks: int = 256
     rule: str = "metropolis"
@@ -275,7 +275,7 @@ class ThermodynamicIntegration(AbstractReference):
     def __post_init__(self):
         for name in ("n_betas", "n_chains", "n_sweeps", "max_blocks"):
             _checks.integer(name, getattr(self, name), 1)
-        _checks.integer("burn_in", self.burn_in, 0, optional=True)
+        _checks.integer("n_warmup", self.n_warmup, 0, optional=True)
         _checks.choice("kernel", self.kernel, SPIN_KERNELS)
         _checks.choice("rule", self.rule, ("metropolis", "heat_bath"))
 
@@ -287,7 +287,9 @@ class ThermodynamicIntegration(AbstractReference):
         """``ti`` with its quadrature error."""
         from boltzgen.mcmc import thermodynamic_integration
 
-        ref = thermodynamic_integration(system, beta, key=key, progress=progress, **self._options())
+        o = self._options()
+        o["burn_in"] = o.pop("n_warmup")  # the function's name for the warm-up sweeps
+        ref = thermodynamic_integration(system, beta, key=key, progress=progress, **o)
         return {"ti": ref.to_estimate("ti")}, {}
 
 

@@ -112,7 +112,7 @@ class NeuralMCMC(_Refiner):
         n_leapfrog: leapfrog steps per HMC move.
         target_accept: local target acceptance (None: 0.57 MALA, 0.65 HMC).
         adapt_rate: gain of the step-size update.
-        burn_in: steps with step-size adaptation (None: n_steps / 4).
+        n_warmup: steps with step-size adaptation (None: n_steps / 4).
         recompute_log_q: re-evaluate log q at every proposal.
         precision: ``"float64"`` or ``"float32"``.
     """
@@ -128,7 +128,7 @@ class NeuralMCMC(_Refiner):
     n_leapfrog: int = 5
     target_accept: float | None = None
     adapt_rate: float = 1.0
-    burn_in: int | None = None
+    n_warmup: int | None = None
     recompute_log_q: bool = False
     precision: Literal["float64", "float32"] = "float64"
 
@@ -149,9 +149,9 @@ class NeuralMCMC(_Refiner):
             optional=True,
         )
         _checks.positive("adapt_rate", self.adapt_rate)
-        _checks.integer("burn_in", self.burn_in, 0, optional=True)
-        if self.burn_in is not None and self.burn_in > self.n_steps:
-            raise ValueError(f"burn_in must be <= n_steps = {self.n_steps}, got {self.burn_in}")
+        _checks.integer("n_warmup", self.n_warmup, 0, optional=True)
+        if self.n_warmup is not None and self.n_warmup > self.n_steps:
+            raise ValueError(f"n_warmup must be <= n_steps = {self.n_steps}, got {self.n_warmup}")
         _checks.boolean("recompute_log_q", self.recompute_log_q)
         _checks.choice("precision", self.precision, ("float64", "float32"))
 
@@ -169,6 +169,7 @@ class NeuralMCMC(_Refiner):
         if kernel == "auto":
             kernel = "none" if _discrete(system) else "mala"
         out["local_kernel"] = None if kernel == "none" else kernel
+        out["burn_in"] = out.pop("n_warmup")  # neural_mcmc's name for the warm-up steps
         return out
 
     def _function(self):
