@@ -332,6 +332,7 @@ def test_example_specs_validate():
         load_spec(path)
 
 
+@pytest.mark.slow  # a real SIGKILL of a subprocess; exact resume is tested in test_train.py
 def test_killed_run_leaves_no_results_file_and_resumes(tmp_path):
     import signal
     import time

@@ -11,14 +11,8 @@ import numpy as np
 import pytest
 
 from boltzgen.estimators import weighted_mean
-from boltzgen.mcmc import (
-    AISState,
-    ais,
-    ais_init,
-    ais_step,
-    annealing_schedule,
-    coulomb_reference,
-)
+from boltzgen.mcmc import ais, coulomb_reference
+from boltzgen.mcmc.kernels import AISState, ais_init, ais_step, annealing_schedule
 from boltzgen.systems import CoulombGas
 
 MU = np.array([0.5, -0.3, 1.0])

@@ -276,7 +276,7 @@ def test_x64_chains_run_in_float64():
         n_chains=4,
         n_steps=10,
         n_warmup=5,
-        x64=True,
+        precision="float64",
     )
     assert r.samples.dtype == np.float64 and r.energies.dtype == np.float64
     assert np.all(np.isfinite(r.energies))

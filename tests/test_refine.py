@@ -13,14 +13,8 @@ import pytest
 from conftest import assert_allclose, within_sigmas
 
 from boltzgen.estimators import importance_stderr
-from boltzgen.mcmc import (
-    NMCMCState,
-    RefineResult,
-    neural_mcmc,
-    nmcmc_init,
-    nmcmc_step,
-    refine_anneal,
-)
+from boltzgen.mcmc import RefineResult, neural_mcmc, refine_anneal
+from boltzgen.mcmc.kernels import NMCMCState, nmcmc_init, nmcmc_step
 
 D = 3
 LOG_Z_STD = 0.5 * D * math.log(2 * math.pi)  # ln ∫ exp(-|x|²/2) dx in d = 3
@@ -281,7 +275,7 @@ def test_nmcmc_mismatched_gaussian():
     assert 0.05 < d["imh_acceptance_mean"] < 0.9
     assert 0.4 < d["local_acceptance_mean"] < 0.8
     # step size frozen after burn-in
-    assert np.all(d["step_sizes"][d["burn_in"] + 1 :] == d["step_sizes"][-1])
+    assert np.all(d["step_sizes"][d["n_warmup"] + 1 :] == d["step_sizes"][-1])
     assert d["log_density_trace"].shape == (120, m) and np.isfinite(d["tau_int"])
     x = r.positions
     for i in range(D):

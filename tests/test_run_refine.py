@@ -86,7 +86,7 @@ def test_coupling_ladder_matches_exact_pair():
     system = CoulombGas(2, 2)
     beta = 2.0
     r = coupling_ladder(
-        system, beta, key=jax.random.key(1), n_states=6, n_chains=64, n_burn=200, n_records=40
+        system, beta, key=jax.random.key(1), n_states=6, n_chains=64, n_warmup=200, n_records=40
     )
     exact = system.exact_log_z(beta)
     within_sigmas(r.log_z_bar, exact, r.log_z_bar_stderr)

@@ -16,20 +16,22 @@ import scipy.stats
 from conftest import within_sigmas
 
 from boltzgen.mcmc import (
-    SpinState,
     beta_annealing,
+    sample_spins,
+    spin_observables,
+    thermodynamic_integration,
+)
+from boltzgen.mcmc.kernels import (
+    SpinState,
     beta_schedule,
     checkerboard_step,
     clenshaw_curtis,
     critical_beta,
     lattice_colouring,
     random_spins,
-    sample_spins,
     single_spin_step,
     spin_init,
-    spin_observables,
     swendsen_wang_step,
-    thermodynamic_integration,
 )
 from boltzgen.systems import (
     BETA_C,

@@ -1,14 +1,16 @@
 """Monte Carlo: annealed importance sampling with blackjax HMC/MALA moves, and the reference ln Z.
 
-Functional core: :func:`ais_init` / :func:`ais_step` (the caller owns the ``lax.scan``).
-Entry points: :func:`ais` (two unnormalised log densities) and :func:`coulomb_reference` /
-:func:`anneal_reference` (a system at β, from an exactly solvable reference system);
+This namespace holds the entry points and their result types; the functional core (pure
+``init`` / ``step`` kernels with State and Info, and the schedules) is
+:mod:`boltzgen.mcmc.kernels`. Entry points: :func:`ais` (two unnormalised log densities) and
+:func:`coulomb_reference` / :func:`anneal_reference` (a system at β, from an exactly solvable
+reference system);
 :func:`particle_reference` for translation-invariant particles (DW4, Lennard-Jones), on the
 zero-centre-of-mass subspace.
 
 Refinement of a normalised sampler q towards p with exact weights: :func:`refine_anneal` (AIS
 or SMC along q^{1-λ} p^λ) and :func:`neural_mcmc` (independent MH with proposal q plus local
-moves; pure kernels :func:`nmcmc_init` / :func:`nmcmc_step`), both returning a
+moves), both returning a
 :class:`RefineResult`.
 
 Particles (DW4, Lennard-Jones, Coulomb): :func:`particle_mcmc` (zero-centre-of-mass HMC/MALA
@@ -22,9 +24,8 @@ Escorted Jarzynski / controlled Crooks paths along a learned transport (FEAT):
 Monte Carlo baseline without a flow: :func:`coupling_ladder` (BAR / MBAR along a ladder of
 Coulomb couplings from the free trap, HMC in every state), returning a :class:`LadderResult`.
 
-Spin systems (Ising, SK, Edwards–Anderson): lattice kernels :func:`checkerboard_step`,
-:func:`swendsen_wang_step`, :func:`single_spin_step` (State/Info :class:`SpinState` /
-:class:`SpinInfo`), :func:`sample_spins` and :func:`spin_observables`, and ln Z by
+Spin systems (Ising, SK, Edwards–Anderson): :func:`sample_spins` and :func:`spin_observables`
+(lattice kernels in :mod:`boltzgen.mcmc.kernels`), and ln Z by
 :func:`thermodynamic_integration` or :func:`beta_annealing` (a :class:`SpinFreeEnergy`).
 
 Layout by concept (private modules): ``_moves`` (the blackjax HMC/MALA move, the step-size
@@ -35,26 +36,11 @@ the samplers ``_ais``, ``_refine``, ``_nmcmc``, ``_reference``, ``_ladder``, ``_
 ``_spin_free_energy`` (``_spins`` re-exports them).
 """
 
-from boltzgen.mcmc._ais import (
-    AISChains,
-    AISInfo,
-    AISResult,
-    AISState,
-    ais,
-    ais_init,
-    ais_step,
-    annealing_schedule,
-)
-from boltzgen.mcmc._escorted import PathResult, forward_paths, reverse_paths, time_grid
+from boltzgen.mcmc import kernels
+from boltzgen.mcmc._ais import AISResult, ais
+from boltzgen.mcmc._escorted import PathResult, forward_paths, reverse_paths
 from boltzgen.mcmc._ladder import LadderResult, coupling_ladder
-from boltzgen.mcmc._nmcmc import (
-    NMCMCInfo,
-    NMCMCState,
-    integrated_autocorrelation_time,
-    neural_mcmc,
-    nmcmc_init,
-    nmcmc_step,
-)
+from boltzgen.mcmc._nmcmc import neural_mcmc
 from boltzgen.mcmc._particles import (
     BudgetResult,
     ParticleMCMCResult,
@@ -67,81 +53,42 @@ from boltzgen.mcmc._reference import (
     coulomb_reference,
     particle_reference,
 )
-from boltzgen.mcmc._refine import RefineInfo, RefineResult, RefineState, refine_anneal
-from boltzgen.mcmc._spin_free_energy import (
+from boltzgen.mcmc._refine import RefineResult, refine_anneal
+from boltzgen.mcmc._spins import (
+    SpinChains,
     SpinFreeEnergy,
+    SpinObservables,
     beta_annealing,
-    beta_schedule,
-    clenshaw_curtis,
+    sample_spins,
+    spin_observables,
     thermodynamic_integration,
 )
-from boltzgen.mcmc._spin_kernels import (
-    SPIN_KERNELS,
-    SpinInfo,
-    SpinState,
-    checkerboard_step,
-    critical_beta,
-    lattice_colouring,
-    random_spins,
-    single_spin_step,
-    spin_init,
-    spin_step,
-    swendsen_wang_step,
-)
-from boltzgen.mcmc._spin_observables import SpinObservables, spin_observables
-from boltzgen.mcmc._spin_sampling import SpinChains, sample_spins
 
 __all__ = [
-    "AISChains",
-    "AISInfo",
     "AISResult",
-    "AISState",
     "BudgetResult",
     "LadderResult",
     "ParticleMCMCResult",
     "PathResult",
-    "NMCMCInfo",
-    "NMCMCState",
-    "RefineInfo",
-    "RefineResult",
-    "RefineState",
     "ReferenceResult",
+    "RefineResult",
+    "SpinChains",
+    "SpinFreeEnergy",
+    "SpinObservables",
     "ais",
-    "ais_init",
-    "ais_step",
     "anneal_reference",
-    "annealing_schedule",
+    "beta_annealing",
     "coulomb_reference",
-    "particle_reference",
     "coupling_ladder",
     "forward_paths",
-    "reverse_paths",
-    "time_grid",
-    "integrated_autocorrelation_time",
+    "kernels",
     "mcmc_at_budget",
     "neural_mcmc",
     "particle_mcmc",
-    "nmcmc_init",
-    "nmcmc_step",
+    "particle_reference",
     "refine_anneal",
-    "SPIN_KERNELS",
-    "SpinChains",
-    "SpinFreeEnergy",
-    "SpinInfo",
-    "SpinObservables",
-    "SpinState",
-    "beta_annealing",
-    "beta_schedule",
-    "checkerboard_step",
-    "clenshaw_curtis",
-    "critical_beta",
-    "lattice_colouring",
-    "random_spins",
+    "reverse_paths",
     "sample_spins",
-    "single_spin_step",
-    "spin_init",
     "spin_observables",
-    "spin_step",
-    "swendsen_wang_step",
     "thermodynamic_integration",
 ]

@@ -103,7 +103,7 @@ def coupling_ladder(
     n_states: int = 16,
     power: float = 3.0,
     n_chains: int = 128,
-    n_burn: int = 1000,
+    n_warmup: int = 1000,
     n_records: int = 100,
     thin: int = 5,
     n_leapfrog: int = 4,
@@ -113,7 +113,7 @@ def coupling_ladder(
     r"""Estimate ln Z of a Coulomb gas by BAR and MBAR along the coupling ladder λ_k = (k/(K−1))^p.
 
     Every state k is sampled by ``n_chains`` HMC chains started from exact trap samples. During
-    ``n_burn`` moves the coupling of state k ramps from 0 to λ_k (as (t/T)^4 over 3/4 of them,
+    ``n_warmup`` moves the coupling of state k ramps from 0 to λ_k (as (t/T)^4 over 3/4 of them,
     an SMC sampler with resampling that removes chains stalled at near-collisions) and the step
     size of each state adapts towards ``target_accept``; it is then frozen and ``n_records``
     samples per chain are recorded every ``thin`` moves. Runs in float64.
@@ -126,7 +126,7 @@ def coupling_ladder(
         power: p of the ladder λ_k = (k/(K−1))^p (dense near λ = 0, where V_C has a heavy tail
             under the free trap in 2-D).
         n_chains: M chains per state.
-        n_burn: equilibration moves per chain (step size adapted).
+        n_warmup: equilibration moves per chain (step size adapted).
         n_records: recorded samples per chain.
         thin: moves between records.
         n_leapfrog: leapfrog steps per HMC move.
@@ -144,7 +144,7 @@ def coupling_ladder(
         raise ValueError(f"beta must be > 0, got {beta!r}")
     n_states = check_int("n_states", n_states, 2)
     n_chains = check_int("n_chains", n_chains, 2)
-    n_burn = check_int("n_burn", n_burn, 0)
+    n_warmup = check_int("n_warmup", n_warmup, 0)
     n_records = check_int("n_records", n_records, 2)
     thin = check_int("thin", thin)
     n_leapfrog = check_int("n_leapfrog", n_leapfrog)
@@ -219,13 +219,15 @@ def coupling_ladder(
         k0, kb, kr = jax.random.split(key, 3)
         x0 = width * jax.random.normal(k0, (n_states, n_chains, n, d), jnp.float64)
         eps0 = jnp.full((n_states,), 0.5 * width, jnp.float64)
-        burn_sizes = split_evenly(n_burn)
+        burn_sizes = split_evenly(n_warmup)
         rec_sizes = split_evenly(n_records)
-        burn_keys = jax.random.split(kb, max(n_burn, 1))
-        ramp = jnp.minimum(1.0, (jnp.arange(max(n_burn, 1)) + 1.0) / max(0.75 * n_burn, 1.0)) ** 4
+        burn_keys = jax.random.split(kb, max(n_warmup, 1))
+        ramp = (
+            jnp.minimum(1.0, (jnp.arange(max(n_warmup, 1)) + 1.0) / max(0.75 * n_warmup, 1.0)) ** 4
+        )
         ramp_prev = jnp.concatenate([jnp.zeros(1), ramp[:-1]])
         logw0 = jnp.zeros((n_states, n_chains), jnp.float64)
-        steps = jnp.arange(max(n_burn, 1))
+        steps = jnp.arange(max(n_warmup, 1))
         force = ((steps % 50 == 49) & (ramp < 1.0)) | ((ramp == 1.0) & (ramp_prev < 1.0))
         rec_keys = jax.random.split(kr, n_records)
         burn_xs = (burn_keys, ramp, ramp_prev, force)
@@ -235,7 +237,7 @@ def coupling_ladder(
         zero = jnp.zeros((n_states,), jnp.float64)
         rec_c = compile_scans(record, (x0, eps0, zero), rec_keys, rec_sizes)
         t1 = time.perf_counter()
-        bar_ = progress_bar(progress, n_burn + n_records * thin, "λ-ladder")
+        bar_ = progress_bar(progress, n_warmup + n_records * thin, "λ-ladder")
         bar_or_none = bar_ if progress else None
         (x, eps, _), _ = run_scans(burn_c, (x0, eps0, logw0), burn_xs, burn_sizes, bar=bar_or_none)
         carry, outs = run_scans(
@@ -277,7 +279,7 @@ def coupling_ladder(
     f_k, cov = mbar(u_kn, n_k)
     var_last = cov[-1, -1] + cov[0, 0] - 2 * cov[0, -1]
 
-    n_moves = n_burn + n_records * thin
+    n_moves = n_warmup + n_records * thin
     return LadderResult(
         lambdas=lambdas,
         log_z_reference=log_z0,

@@ -244,7 +244,7 @@ def neural_mcmc(
     n_leapfrog: int = 5,
     target_accept: float | None = None,
     adapt_rate: float = 1.0,
-    burn_in: int | None = None,
+    n_warmup: int | None = None,
     recompute_log_q: bool = False,
     precision: str = "float64",
     progress: bool | str = False,
@@ -255,7 +255,7 @@ def neural_mcmc(
     independent Metropolis–Hastings move with proposal q (accept with probability
     min(1, exp([log p(x') - log q(x')] - [log p(x) - log q(x)]))) followed by ``n_local``
     MALA/HMC moves on p. The local step size adapts towards ``target_accept`` during the first
-    ``burn_in`` steps and is then frozen. The final states are M (approximately independent)
+    ``n_warmup`` steps and is then frozen. The final states are M (approximately independent)
     samples of p.
 
     The IMH proposals x'_{t,c} are iid draws of q whatever the chains do, so they also give the
@@ -287,7 +287,7 @@ def neural_mcmc(
         n_leapfrog: leapfrog steps per HMC move.
         target_accept: local target acceptance (default 0.57 MALA, 0.65 HMC).
         adapt_rate: gain of the step-size update.
-        burn_in: steps with ε adaptation (default T/4); excluded from τ_int.
+        n_warmup: steps with ε adaptation (default T/4); excluded from τ_int.
         recompute_log_q: re-evaluate log q at every proposal (and x_0) with ``log_q`` instead of
             using the value from ``sample_q`` (see :func:`nmcmc_step`; +1 log-q evaluation per
             proposal).
@@ -305,7 +305,7 @@ def neural_mcmc(
         ``final_log_weights`` (log p - log q at the final states), ``initial_log_weights``,
         ``log_q_mismatch`` (max |log q from ``sample_q`` - ``log_q``| at x_0: the round-off
         carried by the proposals' log q unless ``recompute_log_q``),
-        ``n_accept`` (per chain), ``burn_in``, ``n_traces``.
+        ``n_accept`` (per chain), ``n_warmup``, ``n_traces``.
     """
     if local_kernel is not None and local_kernel not in KERNELS:
         raise ValueError(f"unknown local_kernel {local_kernel!r}; valid: hmc, mala, None")
@@ -314,11 +314,11 @@ def neural_mcmc(
     n_steps = check_int("n_steps", n_steps)
     n_local = check_int("n_local", n_local, 0)
     n_leapfrog = check_int("n_leapfrog", n_leapfrog)
-    if burn_in is None:
-        burn_in = n_steps // 4
-    burn_in = check_int("burn_in", burn_in, 0)
-    if burn_in > n_steps:
-        raise ValueError(f"burn_in = {burn_in} exceeds n_steps = {n_steps}")
+    if n_warmup is None:
+        n_warmup = n_steps // 4
+    n_warmup = check_int("n_warmup", n_warmup, 0)
+    if n_warmup > n_steps:
+        raise ValueError(f"n_warmup = {n_warmup} exceeds n_steps = {n_steps}")
     if target_accept is None:
         target_accept = TARGET_ACCEPT["hmc" if local_kernel == "hmc" else "mala"]
     check_target_accept(target_accept)
@@ -356,7 +356,7 @@ def neural_mcmc(
     k_init, k_run = jax.random.split(key)
     label = progress if isinstance(progress, str) else "nmcmc"
     with jax.enable_x64(precision == "float64"):
-        xs = (jax.random.split(k_run, n_steps), jnp.arange(n_steps) < burn_in)
+        xs = (jax.random.split(k_run, n_steps), jnp.arange(n_steps) < n_warmup)
         (state, w0, mismatch), info, wall, comp, n_traces = run_chunked(
             init, (k_init,), body, xs, progress=progress, label=label
         )
@@ -374,7 +374,7 @@ def neural_mcmc(
     prop_w = np.asarray(info.proposal_log_weight, np.float64).reshape(-1)
     final_w = np.asarray(host["log_density"], np.float64) - np.asarray(host["log_q"], np.float64)
     w0 = np.asarray(host["w0"], np.float64)
-    post = slice(burn_in, None)
+    post = slice(n_warmup, None)
     n_grad = 0 if local_kernel is None else n_local * (n_leapfrog if local_kernel == "hmc" else 1)
     re_q = 1 if (local_kernel is not None and n_local > 0) else 0
     rc = 1 if recompute_log_q else 0
@@ -384,10 +384,10 @@ def neural_mcmc(
         local_acceptance=np.asarray(info.local_acceptance, np.float64),
         step_sizes=np.asarray(info.step_size, np.float64),
         imh_acceptance_mean=float(np.mean(info.imh_acceptance[post]))
-        if burn_in < n_steps
+        if n_warmup < n_steps
         else math.nan,
         local_acceptance_mean=float(np.mean(info.local_acceptance[post]))
-        if burn_in < n_steps
+        if n_warmup < n_steps
         else math.nan,
         log_density_trace=trace,
         tau_int=integrated_autocorrelation_time(trace[post]),
@@ -397,7 +397,7 @@ def neural_mcmc(
         initial_log_weights=w0,
         n_accept=np.asarray(host["n_accept"]),
         log_q_mismatch=float(host["mismatch"]),
-        burn_in=int(burn_in),
+        n_warmup=int(n_warmup),
         n_traces=int(n_traces),
     )
     return RefineResult(

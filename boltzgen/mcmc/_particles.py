@@ -198,7 +198,7 @@ def particle_mcmc(
     jitter: float | None = None,
     init=None,
     zero_com: bool | None = None,
-    x64: bool = False,
+    precision: str = "float32",
     progress: bool | str = False,
 ) -> ParticleMCMCResult:
     r"""Sample p(x) ∝ exp(−βE(x)) of a particle system with many HMC or MALA chains.
@@ -236,7 +236,7 @@ def particle_mcmc(
             if ``zero_com``.
         zero_com: sample on the zero-COM subspace (default ``system.translation_invariant``,
             False if the system has no such attribute).
-        x64: run in float64 (default float32).
+        precision: ``"float32"`` (default) or ``"float64"``.
         progress: show a progress bar (a string is its label).
 
     Returns:
@@ -316,6 +316,9 @@ def particle_mcmc(
         )
         return (state, eps, acc_sum, n_bad), (state.position, state.potential)
 
+    if precision not in ("float32", "float64"):
+        raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
+    x64 = precision == "float64"
     ctx = jax.enable_x64(True) if x64 else contextlib.nullcontext()
     with ctx:
         dtype = jnp.float64 if x64 else jnp.float32
@@ -454,7 +457,7 @@ def mcmc_at_budget(
         warmup_fraction: fraction f of each chain's moves used for step-size adaptation.
         max_warmup: cap on warm-up moves (default none).
         **kwargs: passed to :func:`particle_mcmc` (``init``, ``zero_com``, ``step_size``,
-            ``target_accept``, ``jitter``, ``x64``, ``progress``).
+            ``target_accept``, ``jitter``, ``precision``, ``progress``).
 
     Returns:
         A :class:`BudgetResult`.

@@ -4,7 +4,7 @@ A normalised sampler q (a trained flow) is annealed towards the target p ∝ e^{
 
     π_λ ∝ q^{1-λ} p^{λ},   0 = λ_0 < λ_1 < ... < λ_K = 1,
 
-with blackjax HMC/MALA moves (the pure :func:`~boltzgen.mcmc.ais_step` kernel with
+with blackjax HMC/MALA moves (the pure :func:`~boltzgen.mcmc.kernels.ais_step` kernel with
 π_0 = q, π_1 = p). Because q is normalised, ln Z_0 = 0 exactly and the AIS log-weights
 w = Σ_k (λ_k - λ_{k-1}) [log p - log q](x_{k-1}) satisfy E[e^w] = Z_p for any schedule and any
 π_λ-invariant kernels: the refined samples keep exact weights (a stochastic normalising flow,
@@ -393,7 +393,7 @@ def refine_anneal(
     HMC, 1 for MALA; the +1 re-evaluates log p at the new position, giving the next increment)
     and n_grad of log q: with ``reuse_move_density`` (default in float64) log q at the new
     position is recovered from the move's log π_λ, log q = (log π_λ - λ log p)/(1 - λ), instead
-    of an (n_grad + 1)-th evaluation (see :func:`~boltzgen.mcmc.ais_step`). This matters
+    of an (n_grad + 1)-th evaluation (see :func:`~boltzgen.mcmc.kernels.ais_step`). This matters
     because a flow's log q with its gradient is usually far costlier than the energy, and it
     also keeps one copy of the flow's gradient out of the compiled program. The pilot's
     evaluations are included.

@@ -214,7 +214,7 @@ def thermodynamic_integration(
     n_betas: int = 32,
     n_chains: int = 64,
     n_sweeps: int = 1000,
-    burn_in: int | None = None,
+    n_warmup: int | None = None,
     kernel: str = "auto",
     max_blocks: int = 256,
     rule: str = "metropolis",
@@ -230,9 +230,9 @@ def thermodynamic_integration(
     :func:`clenshaw_curtis`); for a ferromagnetic Ising lattice at h = 0 with β > β_c
     (:func:`critical_beta`) it is split at β_c into [0, β_c] and [β_c, β], each with about
     ``n_betas / 2`` intervals, so nodes cluster on both sides of the critical point. At each
-    node β_j > 0, ``n_chains`` chains from uniform spins do ``burn_in`` + ``n_sweeps`` sweeps;
+    node β_j > 0, ``n_chains`` chains from uniform spins do ``n_warmup`` + ``n_sweeps`` sweeps;
     ⟨E⟩_j is the mean over the measured sweeps, with standard error s_j = √(Var τ_int / n)
-    (τ_int of block means of E, see :func:`~boltzgen.mcmc.integrated_autocorrelation_time`).
+    (τ_int of block means of E, see :func:`~boltzgen.mcmc.kernels.integrated_autocorrelation_time`).
     All nodes run at once as one batch of chains with one β each (one compilation).
 
     Errors, reported separately:
@@ -250,7 +250,7 @@ def thermodynamic_integration(
         n_betas: number of simulated nodes (β > 0), rounded up to an even count per interval.
         n_chains: chains per node.
         n_sweeps: measured sweeps per chain.
-        burn_in: discarded sweeps per chain (default ``n_sweeps // 4``); rounded up to whole
+        n_warmup: discarded sweeps per chain (default ``n_sweeps // 4``); rounded up to whole
             blocks.
         kernel: ``"auto"`` (Swendsen–Wang at nodes with β_j/β_c in ``CLUSTER_WINDOW`` for a
             ferromagnetic h = 0 Ising lattice with L ≥ ``CLUSTER_MIN_L``, checkerboard
@@ -277,7 +277,7 @@ def thermodynamic_integration(
     n_sweeps = check_int("n_sweeps", n_sweeps)
     max_blocks = check_int("max_blocks", max_blocks, 4)
     rule = _check_rule(rule)
-    burn_in = n_sweeps // 4 if burn_in is None else check_int("burn_in", burn_in, 0)
+    n_warmup = n_sweeps // 4 if n_warmup is None else check_int("n_warmup", n_warmup, 0)
     if kernel != "auto":
         _check_kernel(system, kernel)
     elif kernel not in SPIN_KERNELS:
@@ -293,7 +293,7 @@ def thermodynamic_integration(
     ]
     block = max(1, -(-n_sweeps // max_blocks))
     n_blocks = -(-n_sweeps // block)
-    n_burn_blocks = -(-burn_in // block)
+    n_burn_blocks = -(-n_warmup // block)
     mean_e = np.zeros(nodes.size)
     se_e = np.zeros(nodes.size)
     var_e = np.zeros(nodes.size)

@@ -92,7 +92,7 @@ def spin_observables(
     data,
     beta: float,
     *,
-    burn_in: int = 0,
+    n_warmup: int = 0,
     n_groups: int = 16,
 ) -> SpinObservables:
     r"""⟨E⟩, ⟨|m|⟩, χ and C with standard errors that account for autocorrelation.
@@ -102,7 +102,7 @@ def spin_observables(
         χ = N β (⟨m²⟩ − ⟨|m|⟩²),    C = β² (⟨E²⟩ − ⟨E⟩²)
 
     (whole-system values; per site: ⟨E⟩/N, C/N, and χ as is). Errors of ⟨E⟩ and ⟨|m|⟩ are
-    √(Var τ_int / n) with τ_int from :func:`~boltzgen.mcmc.integrated_autocorrelation_time`
+    √(Var τ_int / n) with τ_int from :func:`~boltzgen.mcmc.kernels.integrated_autocorrelation_time`
     (pooled over chains); errors of χ and C are jackknife errors over ``n_groups`` groups of
     whole chains, which are independent, so autocorrelation within chains is accounted for. For
     one chain the groups are consecutive blocks of it (valid when blocks ≫ τ_int).
@@ -112,7 +112,7 @@ def spin_observables(
         data: a :class:`SpinChains`, or raw configurations: ``(T, n_chains, *event_shape)``
             chains or ``(M, *event_shape)`` independent samples.
         beta: the inverse temperature of the samples.
-        burn_in: leading sweeps to drop (chains only).
+        n_warmup: leading sweeps to drop (chains only).
         n_groups: jackknife groups (≤ number of chains).
 
     Returns:
@@ -121,7 +121,7 @@ def spin_observables(
     system = _check_system(system)
     beta = check_beta(beta)
     n_groups = check_int("n_groups", n_groups, 2)
-    burn_in = check_int("burn_in", burn_in, 0)
+    n_warmup = check_int("n_warmup", n_warmup, 0)
     ev = tuple(system.event_shape)
     iid = False
     if isinstance(data, SpinChains):
@@ -140,10 +140,10 @@ def spin_observables(
         mf = flat.reshape(flat.shape[0], -1).mean(axis=1)
         shape = (x.shape[0], 1) if iid else x.shape[:2]
         e, m = ef.reshape(shape), mf.reshape(shape)
-    e = np.asarray(e, np.float64)[0 if iid else burn_in :]
-    m = np.asarray(m, np.float64)[0 if iid else burn_in :]
+    e = np.asarray(e, np.float64)[0 if iid else n_warmup :]
+    m = np.asarray(m, np.float64)[0 if iid else n_warmup :]
     if e.shape[0] < 2:
-        raise ValueError(f"need at least 2 samples per chain after burn_in = {burn_in}")
+        raise ValueError(f"need at least 2 samples per chain after n_warmup = {n_warmup}")
     T, n_chains = e.shape
     n_spins = system.n_spins
     if iid:

@@ -160,7 +160,7 @@ class SpinChains:
         beta: inverse temperature.
         kernel: kernel used.
         n_sweeps: measured sweeps per chain.
-        burn_in: discarded sweeps per chain.
+        n_warmup: discarded sweeps per chain.
         wall_time: seconds (compilation excluded).
         compile_time: seconds spent compiling (0 when a cached executable was reused).
     """
@@ -172,7 +172,7 @@ class SpinChains:
     beta: float
     kernel: str
     n_sweeps: int
-    burn_in: int
+    n_warmup: int
     wall_time: float
     compile_time: float
 
@@ -189,7 +189,7 @@ def sample_spins(
     key: Array,
     n_chains: int = 64,
     n_sweeps: int = 1000,
-    burn_in: int | None = None,
+    n_warmup: int | None = None,
     kernel: str = "auto",
     rule: str = "metropolis",
     progress: bool | str = False,
@@ -202,7 +202,7 @@ def sample_spins(
         key: PRNG key.
         n_chains: independent chains.
         n_sweeps: recorded sweeps per chain (after burn-in).
-        burn_in: discarded sweeps per chain (default ``n_sweeps // 4``).
+        n_warmup: discarded sweeps per chain (default ``n_sweeps // 4``).
         kernel: ``"auto"`` (Swendsen–Wang for a ferromagnetic h = 0 Ising lattice with L ≥
             ``CLUSTER_MIN_L`` and β in ``CLUSTER_WINDOW``·β_c, checkerboard otherwise;
             single-spin for PairwiseSpins),
@@ -218,7 +218,7 @@ def sample_spins(
     beta = check_beta(beta)
     n_chains = check_int("n_chains", n_chains)
     n_sweeps = check_int("n_sweeps", n_sweeps)
-    burn_in = n_sweeps // 4 if burn_in is None else check_int("burn_in", burn_in, 0)
+    n_warmup = n_sweeps // 4 if n_warmup is None else check_int("n_warmup", n_warmup, 0)
     if kernel == "auto" and _auto_uses_cluster(system, beta):
         kernel = "swendsen_wang"
     kernel = _check_kernel(system, kernel)
@@ -231,7 +231,7 @@ def sample_spins(
         key=k1,
         kernel=kernel,
         block=1,
-        n_burn_blocks=burn_in,
+        n_burn_blocks=n_warmup,
         n_blocks=n_sweeps,
         progress=progress,
         label=kernel,
@@ -245,7 +245,7 @@ def sample_spins(
         beta=beta,
         kernel=kernel,
         n_sweeps=n_sweeps,
-        burn_in=burn_in,
+        n_warmup=n_warmup,
         wall_time=wall,
         compile_time=comp,
     )

@@ -231,9 +231,7 @@ class CouplingLadder(AbstractReference):
         """``ladder_bar`` and ``ladder_mbar``, and estimates from the target's samples."""
         from boltzgen.mcmc import coupling_ladder
 
-        o = self._options()
-        o["n_burn"] = o.pop("n_warmup")
-        ref = coupling_ladder(system, beta, key=key, progress=progress, **o)
+        ref = coupling_ladder(system, beta, key=key, progress=progress, **self._options())
         x_p = ref.target_samples.reshape(-1, *system.event_shape)
         return ref.to_estimates(), self._derived(system, beta, sampler, x_p, None, q_log_w)
 
@@ -287,9 +285,7 @@ class ThermodynamicIntegration(AbstractReference):
         """``ti`` with its quadrature error."""
         from boltzgen.mcmc import thermodynamic_integration
 
-        o = self._options()
-        o["burn_in"] = o.pop("n_warmup")  # the function's name for the warm-up sweeps
-        ref = thermodynamic_integration(system, beta, key=key, progress=progress, **o)
+        ref = thermodynamic_integration(system, beta, key=key, progress=progress, **self._options())
         return {"ti": ref.to_estimate("ti")}, {}
 
 

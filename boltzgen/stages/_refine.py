@@ -169,7 +169,6 @@ class NeuralMCMC(_Refiner):
         if kernel == "auto":
             kernel = "none" if _discrete(system) else "mala"
         out["local_kernel"] = None if kernel == "none" else kernel
-        out["burn_in"] = out.pop("n_warmup")  # neural_mcmc's name for the warm-up steps
         return out
 
     def _function(self):

@@ -284,9 +284,12 @@ class _DataObjective(AbstractObjective):
             model, inputs.get("data_a"), inputs["data"], key, batch_size, t_min
         )
         if pair is not None:
-            # The pairings are assignment problems (Hungarian algorithm, N! relabellings):
-            # SciPy on the host, called from inside the jitted chunk. The partners depend only
-            # on this batch, so the callback is pure.
+            # The pairings are assignment problems: batch OT and N > 6 relabellings need the
+            # Hungarian algorithm, which has no JAX implementation, so every pairing runs in
+            # NumPy/SciPy on the host, called from inside the jitted chunk (one code path, the
+            # numbers of earlier versions). The N ≤ 6 relabelling search without OT could move
+            # to the device; it is not the bottleneck on CPU. The partners depend only on this
+            # batch, so the callback is pure.
             x1 = jax.pure_callback(pair, jax.ShapeDtypeStruct(x1.shape, x1.dtype), x0, x1)
         return x0, x1, z, t
 
