@@ -124,8 +124,13 @@ def _check_out(out: str, args) -> None:
             os.makedirs(out_dir, exist_ok=True)
         except OSError as err:
             raise SpecError(f"cannot create output directory {out_dir!r}: {err.strerror}") from None
-    if not os.access(out_dir, os.W_OK):
-        raise SpecError(f"output directory {out_dir!r} is not writable")
+    try:  # a real write, not os.access: root passes access checks on read-only file systems
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".boltzgen-probe-"):
+            pass
+    except OSError as err:
+        raise SpecError(f"output directory {out_dir!r} is not writable: {err.strerror}") from None
 
 
 def _print_registry(table) -> int:

@@ -238,6 +238,8 @@ def test_cli_bad_input_exit_code_2_and_nothing_written(tmp_path, capsys):
     assert not out.exists() and not os.listdir(tmp_path)
     assert main(["run", "--out", str(tmp_path / "no" / "r.h5"), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["run", "--out", "/proc/boltzgen-r.h5", "--quiet"]) == 2
+    assert "is not writable" in capsys.readouterr().err
     spec = tmp_path / "s.toml"
     spec.write_text("seed = 1\n")
     assert main(["run", str(spec), "--out", str(spec), "--quiet"]) == 2
