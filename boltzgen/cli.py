@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from boltzgen.config import SpecError
 
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return {
             "run": _cmd_run,
@@ -78,6 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("boltzgen: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("boltzgen: terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler: unwinds like Ctrl-C (temporary files are removed)."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
 
 
 def _cmd_run(args) -> int:
@@ -87,6 +102,10 @@ def _cmd_run(args) -> int:
     name = os.path.splitext(os.path.basename(args.spec))[0] if args.spec else "default"
     out = args.out or os.path.join("runs", "out", f"{name}.h5")
     _check_out(out, args)
+    from boltzgen.results import remove_stale_temporaries
+
+    remove_stale_temporaries(out)
+    remove_stale_temporaries(out + ".ckpt")
     t0 = time.perf_counter()
     try:
         result = spec.run(checkpoint=out + ".ckpt", resume=args.resume, progress=not args.quiet)

@@ -97,10 +97,13 @@ class Result:
         """Write the result to ``path`` (HDF5), atomically: temporary file then rename."""
         path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        remove_stale_temporaries(path)
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             with h5py.File(tmp, "w") as f:
                 self._write(f)
+            with open(tmp, "rb+") as fh:  # on disk before the rename makes it the results file
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -370,6 +373,35 @@ class Result:
                     f"(> 3 × {err:.2g}): a bug or poor sampling"
                 )
         return out
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
+    """Remove ``<path>.tmp-<pid>`` files left by killed runs whose process is gone.
+
+    A SIGKILL during a save cannot clean up; the next save (or run) of the same output name
+    does. Returns the removed paths.
+    """
+    import glob
+
+    path = os.fspath(path)
+    removed = []
+    for tmp in glob.glob(glob.escape(path) + ".tmp-*"):
+        pid = tmp.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # still running: not ours to remove
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            os.remove(tmp)
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
 
 
 def _kind_label(kind: str) -> str:

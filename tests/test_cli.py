@@ -372,3 +372,41 @@ def test_bool_or_auto_sampler_option():
     assert load_spec(None).sampler_options["rotate"] == "auto"
     with pytest.raises(SpecError, match="sampler.rotate must be true, false or 'auto'"):
         load_spec(None, ["sampler.rotate=sometimes"])
+
+
+def test_stale_temporaries_of_killed_runs_are_removed(tmp_path):
+    from boltzgen.results import remove_stale_temporaries
+
+    out = tmp_path / "r.h5"
+    dead = tmp_path / "r.h5.tmp-999999999"  # no such process
+    alive = tmp_path / f"r.h5.tmp-{os.getppid()}"  # a running process: left alone
+    other = tmp_path / "q.h5.tmp-999999999"  # another output name: left alone
+    for p in (dead, alive, other):
+        p.write_bytes(b"partial")
+    assert remove_stale_temporaries(out) == [str(dead)]
+    assert not dead.exists() and alive.exists() and other.exists()
+
+
+@pytest.mark.slow  # a real SIGTERM of a subprocess in training
+def test_sigterm_stops_cleanly_with_exit_143(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "t.h5"
+    ckpt = tmp_path / "t.h5.ckpt"
+    args = [sys.executable, "-m", "boltzgen.cli", "run", "--out", str(out), *TINY]
+    args[args.index("train.steps=20")] = "train.steps=100000"
+    args += ["--set", "train.checkpoint_every=10", "--set", "train.chunk=5"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not ckpt.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert ckpt.exists(), "no checkpoint written within 120 s"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "boltzgen: terminated (SIGTERM)"
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
