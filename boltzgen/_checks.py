@@ -73,3 +73,23 @@ def beta(value: Any) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"beta must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def hmc_settings(obj) -> None:
+    """Check the HMC/MALA annealing settings shared by the AIS stages and references.
+
+    ``n_chains``, ``n_steps``, ``n_leapfrog`` ≥ 1; ``power`` > 0; ``kernel`` hmc/mala;
+    optional ``step_size`` > 0, ``target_accept`` in (0, 1), ``pilot_chains`` ≥ 0; ``precision``
+    float64/float32; and ``adapt_rate`` > 0 where the object has one.
+    """
+    for name in ("n_chains", "n_steps", "n_leapfrog"):
+        integer(name, getattr(obj, name), 1)
+    positive("power", obj.power)
+    choice("kernel", obj.kernel, ("hmc", "mala"))
+    positive("step_size", obj.step_size, optional=True)
+    number("target_accept", obj.target_accept, low=0, high=1, low_open=True, high_open=True,
+           optional=True)  # fmt: skip
+    integer("pilot_chains", obj.pilot_chains, 0, optional=True)
+    choice("precision", obj.precision, ("float64", "float32"))
+    if hasattr(obj, "adapt_rate"):
+        positive("adapt_rate", obj.adapt_rate)

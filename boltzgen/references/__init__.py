@@ -69,23 +69,7 @@ def _has_particle_reference(system) -> bool:
 
 
 def _check_ais_fields(self) -> None:
-    _checks.integer("n_chains", self.n_chains, 1)
-    _checks.integer("n_steps", self.n_steps, 1)
-    _checks.positive("power", self.power)
-    _checks.integer("n_leapfrog", self.n_leapfrog, 1)
-    _checks.choice("kernel", self.kernel, ("hmc", "mala"))
-    _checks.positive("step_size", self.step_size, optional=True)
-    _checks.number(
-        "target_accept",
-        self.target_accept,
-        low=0,
-        high=1,
-        low_open=True,
-        high_open=True,
-        optional=True,
-    )
-    _checks.integer("pilot_chains", self.pilot_chains, 0, optional=True)
-    _checks.choice("precision", self.precision, ("float64", "float32"))
+    _checks.hmc_settings(self)
 
 
 class _AnnealedReference(AbstractReference):

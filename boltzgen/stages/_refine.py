@@ -212,20 +212,8 @@ class _Anneal(_Refiner):
     precision: Literal["float64", "float32"] = "float64"
 
     def __post_init__(self):
-        _checks.integer("n_chains", self.n_chains, 1)
-        _checks.integer("n_steps", self.n_steps, 1)
+        _checks.hmc_settings(self)
         _checks.choice("schedule", self.schedule, ("power", "linear"))
-        _checks.positive("power", self.power)
-        _checks.choice("kernel", self.kernel, ("hmc", "mala"))
-        _checks.integer("n_leapfrog", self.n_leapfrog, 1)
-        _checks.positive("step_size", self.step_size, optional=True)
-        _checks.number(
-            "target_accept", self.target_accept, low=0, high=1, low_open=True, high_open=True,
-            optional=True,
-        )  # fmt: skip
-        _checks.positive("adapt_rate", self.adapt_rate)
-        _checks.integer("pilot_chains", self.pilot_chains, 0, optional=True)
-        _checks.choice("precision", self.precision, ("float64", "float32"))
 
     def check(self, system, sampler, objective) -> None:
         """Continuous systems only (the moves are HMC/MALA)."""
