@@ -10,12 +10,24 @@ import math
 from typing import Any
 
 
-def integer(name: str, value: Any, minimum: int | None = 1, *, optional: bool = False) -> None:
-    """Raise unless ``value`` is an int (not a bool) ≥ ``minimum`` (None allowed if optional)."""
+def integer(
+    name: str,
+    value: Any,
+    minimum: int | None = 1,
+    *,
+    maximum: int | None = None,
+    optional: bool = False,
+) -> None:
+    """Raise unless ``value`` is an int (not a bool) in [``minimum``, ``maximum``].
+
+    None is allowed if ``optional``.
+    """
     if optional and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be an integer <= {maximum}, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 

@@ -51,7 +51,7 @@ def check_pipeline(system, sampler, objective, trainer, estimation, stages, refe
 
     Checks: a translation-invariant system needs a zero-centre-of-mass sampler; a
     β-conditioned sampler belongs to :func:`boltzgen.run_curve`; each piece's ``check``; and
-    the memory of the stored arrays (refused above :data:`MAX_BYTES`).
+    the memory (:func:`check_memory`).
     """
     if getattr(system, "translation_invariant", False) and not getattr(sampler, "zero_com", False):
         raise ValueError(
@@ -69,6 +69,15 @@ def check_pipeline(system, sampler, objective, trainer, estimation, stages, refe
         stage.check(system, sampler, objective)
     if reference is not None:
         reference.check(system)
+    check_memory(system, objective, trainer, estimation, stages, reference)
+
+
+def check_memory(system, objective, trainer, estimation, stages, reference) -> None:
+    """Raise ValueError (one line) if the stored arrays or one training batch need too much.
+
+    The stored samples of every piece, and one training batch of configurations, are each
+    refused above :data:`MAX_BYTES`. Needs no sampler, so it can run before one is built.
+    """
     pieces = [estimation, *stages] + ([reference] if reference is not None else [])
     if objective.needs_data:
         pieces.append(objective.data)
@@ -77,6 +86,12 @@ def check_pipeline(system, sampler, objective, trainer, estimation, stages, refe
         raise ValueError(
             f"the requested sizes need ≈ {need / 2**30:.1f} GiB of stored samples (more than "
             f"{MAX_BYTES / 2**30:.0f} GiB): reduce estimate.n_samples or the chain counts"
+        )
+    batch = trainer.memory_bytes(system)
+    if batch > MAX_BYTES:
+        raise ValueError(
+            f"train.batch_size = {trainer.batch_size} needs ≈ {batch / 2**30:.1f} GiB for one "
+            f"batch of configurations (more than {MAX_BYTES / 2**30:.0f} GiB): reduce it"
         )
 
 

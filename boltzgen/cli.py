@@ -1,6 +1,8 @@
 """The ``boltzgen`` command: ``run``, ``systems``, ``report``.
 
-Errors in user input are one line on stderr and exit code 2; never a traceback.
+Errors in user input are one line on stderr and exit code 2; never a traceback. A run that
+finished but whose answer is not usable (:meth:`boltzgen.Result.problems`) writes its file and
+exits with code 3; Ctrl-C exits with 130, SIGTERM with 143 (no partial or temporary files).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="boltzgen", description="Boltzmann-generator free energies with error bars and bounds."
     )
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     r = sub.add_parser("run", help="train a sampler and estimate the free energy of a run spec")
     r.add_argument("spec", nargs="?", help="TOML run spec (default: the built-in Coulomb-gas demo)")
@@ -59,11 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"boltzgen {__version__}")
         return 0
     if args.command is None:
-        _parser().print_help()
+        print(
+            "boltzgen: error: no command given; one of run, systems, samplers, report "
+            "(boltzgen --help)",
+            file=sys.stderr,
+        )
         return 2
     from boltzgen.config import SpecError
 
     previous = signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C raises KeyboardInterrupt even when the shell started us with SIGINT ignored (a
+    # background job of a non-interactive shell), so an interrupt is never silently lost.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return {
             "run": _cmd_run,
@@ -85,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 class _Terminated(BaseException):
@@ -100,7 +110,7 @@ def _cmd_run(args) -> int:
 
     spec = load_spec(args.spec, args.overrides)
     name = os.path.splitext(os.path.basename(args.spec))[0] if args.spec else "default"
-    out = args.out or os.path.join("runs", "out", f"{name}.h5")
+    out = args.out if args.out is not None else os.path.join("runs", "out", f"{name}.h5")
     _check_out(out, args)
     from boltzgen.results import remove_stale_temporaries
 
@@ -118,6 +128,10 @@ def _cmd_run(args) -> int:
     print()
     print(result.table())
     print(f"\nwrote {out}")
+    problems = result.problems()
+    if problems:  # ran, but the answer is not usable: exit 3 (the file says why too)
+        print(f"boltzgen: the answer is not usable: {'; '.join(problems)}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -131,13 +145,15 @@ def _check_out(out: str, args) -> None:
 
     if os.path.isdir(out):
         raise SpecError(f"--out {out!r} is a directory; give a file name")
+    if not os.path.basename(out):
+        raise SpecError(f"--out {out!r} is not a file name")
     if args.spec and os.path.exists(out) and os.path.samefile(out, args.spec):
         raise SpecError(f"--out {out!r} is the spec file itself")
     if os.path.exists(out) and not (args.force or args.resume):
         raise SpecError(f"{out!r} exists; pass --force to overwrite it")
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
-        if args.out:
+        if args.out is not None:
             raise SpecError(f"output directory {out_dir!r} does not exist")
         try:
             os.makedirs(out_dir, exist_ok=True)
@@ -178,6 +194,16 @@ def _cmd_report(args) -> int:
 
     if not os.path.exists(args.file):
         raise SpecError(f"results file not found: {args.file}")
+    if os.path.isdir(args.file):
+        raise SpecError(f"results file {args.file!r} is a directory")
+    if args.plot:
+        plot_dir = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(plot_dir):
+            raise SpecError(f"--plot directory {plot_dir!r} does not exist")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SpecError("--plot needs matplotlib: pip install 'boltzgen[plot]'") from None
     try:
         result = Result.load(args.file, samples=False)
     except ValueError as err:

@@ -56,7 +56,13 @@ _FEAT_KEYS = {"feat_paths": "paths", "feat_steps": "steps", "feat_eps": "eps"}
 
 
 class SpecError(ValueError):
-    """A bad run spec: the message is one line naming the bad key or value."""
+    """A bad run spec: the message is one line naming the bad key or value.
+
+    A message of several lines (one passed on from a library, e.g. h5py) is joined into one.
+    """
+
+    def __init__(self, message):
+        super().__init__(" ".join(part.strip() for part in str(message).splitlines()))
 
 
 def default_spec_text() -> str:
@@ -91,12 +97,15 @@ def read_spec(path: str | None = None, overrides: list[str] | tuple[str, ...] = 
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
             raise SpecError(f"{path}: not UTF-8 text (byte {err.start})") from None
+        empty = SpecError(f"{path}: the spec is empty (run without a spec for the default)")
         if not text.strip():
-            raise SpecError(f"{path}: the spec is empty (run without a spec for the default)")
+            raise empty
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise SpecError(f"{path}: invalid TOML: {err}") from None
+        if not raw:  # comments only
+            raise empty
     seen: dict[str, Any] = {}
     for item in overrides:
         dotted, value = _parse_override(item)
@@ -405,12 +414,17 @@ def validate(raw: dict) -> RunSpec:
         estimation=estimation,
         seed=seed,
     )
-    sampler = _checked_sampler(spec)
     if not curve:
         spec.stages, spec._feat = _stages(raw, objective)
         spec.reference = _reference(raw.get("reference", {}), system)
-        from boltzgen._run import check_pipeline
+    from boltzgen._run import check_memory, check_pipeline
 
+    try:  # before the sampler is built: its arrays grow with the system too
+        check_memory(system, objective, trainer, estimation, spec.stages, spec.reference)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
+    sampler = _checked_sampler(spec)
+    if not curve:
         try:
             check_pipeline(
                 system, sampler, objective, trainer, estimation, spec.stages, spec.reference
@@ -584,6 +598,7 @@ def _objective(raw: dict, system, sampler_options: dict, curve: bool):
                 raise SpecError(
                     f"unknown key matching.{key} for objective {name!r}; valid: {valid}"
                 )
+        build(cls, "matching", matching, **fixed)  # errors in [matching] keys name that section
         values.update(matching)
         if "field" in own:  # the interpolant's fields take the CNF sampler's architecture
             for key in ("hidden", "depth", "field", "n_rbf", "r_max"):
@@ -623,9 +638,15 @@ def _stages(raw: dict, objective) -> tuple[tuple, Any]:
         stages.append(HeldOutData())
     matching = raw.get("matching", {})
     if objective.name == "interpolant":
-        feat = build(
-            FEAT, "matching", {_FEAT_KEYS[k]: v for k, v in matching.items() if k in _FEAT_KEYS}
-        )
+        try:
+            feat = build(
+                FEAT, "matching", {_FEAT_KEYS[k]: v for k, v in matching.items() if k in _FEAT_KEYS}
+            )
+        except SpecError as err:  # name the spec's keys (feat_paths), not the stage's (paths)
+            msg = str(err)
+            for key, name in _FEAT_KEYS.items():
+                msg = msg.replace(f"matching.{name} ", f"matching.{key} ")
+            raise SpecError(msg) from None
         stages.append(feat)
     elif any(k in matching for k in _FEAT_KEYS):
         key = next(k for k in matching if k in _FEAT_KEYS)

@@ -38,6 +38,14 @@ from boltzgen.estimators import Estimate
 
 SCHEMA_VERSION = 4
 
+#: Groups and root attributes every results file has (Result.load checks them).
+_REQUIRED_GROUPS = ("system", "train", "train/params", "estimates", "reference", "timings")
+_REQUIRED_ATTRS = ("beta", "seed", "spec", "device", "created")
+
+#: Above this share of non-finite estimation samples a run's answer is not usable
+#: (:meth:`Result.problems`; the CLI exits with code 3).
+UNUSABLE_NONFINITE_SHARE = 0.5
+
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -180,6 +188,14 @@ class Result:
                     f"{path!r} has schema_version {int(version)}, newer than this boltzgen "
                     f"({SCHEMA_VERSION}); upgrade boltzgen"
                 )
+            missing = [g for g in _REQUIRED_GROUPS if g not in f]
+            missing += [f"{a} attribute" for a in _REQUIRED_ATTRS if a not in f.attrs]
+            if samples and "samples" not in f:
+                missing.append("samples")
+            if missing:
+                raise ValueError(
+                    f"{path!r} is not a complete boltzgen results file (no {missing[0]})"
+                )
             system = {k: _plain(v) for k, v in f["system"].attrs.items()}
             exact = float(f["system/exact_log_z"][()]) if "exact_log_z" in f["system"] else None
             history = {k: v[()] for k, v in f["train"].items() if isinstance(v, h5py.Dataset)}
@@ -241,14 +257,15 @@ class Result:
             ess = f"{e.ess:.4g}" if math.isfinite(e.ess) else "-"
             lines.append(
                 f"{prefix + method:<30}{_kind_label(e.kind):<13}"
-                f"{e.beta_f:>14.6f}{e.beta_f_stderr:>11.2g}"
-                f"{e.log_z:>14.6f}{ess:>10}{e.n_samples:>9}  {'; '.join(notes)}"
+                f"{_num(e.beta_f)}{e.beta_f_stderr:>11.2g}"
+                f"{_num(e.log_z)}{ess:>10}{e.n_samples:>9}  {'; '.join(notes)}"
             )
         if self.exact_log_z is not None:
             lines.append(
                 f"{'exact':<30}{'exact':<13}{-self.exact_log_z:>14.6f}{'':>11}{self.exact_log_z:>14.6f}"
             )
         lines.append("")
+        lines += self.training_lines()
         lines += self.bracket_lines()
         lines += self.reference_lines()
         lines += self.observable_lines()
@@ -331,6 +348,42 @@ class Result:
         cands = trusted or cands
         return min(cands, key=lambda e: e.log_z_stderr) if cands else None
 
+    def problems(self) -> list[str]:
+        """Why the answer of this run is not usable (empty when it is).
+
+        The run is unusable when it has no finite best estimate, or when more than
+        :data:`UNUSABLE_NONFINITE_SHARE` of the estimation samples of q had a non-finite
+        energy or ln q (q then lives mostly where p is zero or the energy fails). The CLI
+        writes the file anyway and exits with code 3.
+        """
+        out = []
+        est = self.estimates.get("importance")
+        if (
+            est is not None
+            and est.n_samples
+            and (est.n_nonfinite > UNUSABLE_NONFINITE_SHARE * est.n_samples)
+        ):
+            out.append(
+                f"{est.n_nonfinite} of {est.n_samples} estimation samples have a non-finite "
+                f"energy or ln q (more than {UNUSABLE_NONFINITE_SHARE:.0%})"
+            )
+        best = self.best()
+        if not self.curve and (best is None or not math.isfinite(best.log_z)):
+            out.append("no finite free-energy estimate")
+        return out
+
+    def training_lines(self) -> list[str]:
+        """A line on the samples of q with non-finite energies met in training, if any."""
+        n = self.train_history.get("n_nonfinite")
+        total = int(np.nansum(np.asarray(n, np.float64))) if n is not None and len(n) else 0
+        if not total:
+            return []
+        last = int(np.asarray(n)[-1])
+        return [
+            f"training: {total} samples of q with a non-finite energy or ln q were penalised "
+            f"({last} in the last step)"
+        ]
+
     def reference_lines(self) -> list[str]:
         """The best estimate against each Monte Carlo reference and the exact value, in σ."""
         best = self.best()
@@ -373,6 +426,13 @@ class Result:
                     f"(> 3 × {err:.2g}): a bug or poor sampling"
                 )
         return out
+
+
+def _num(x: float, width: int = 14) -> str:
+    """A table cell: fixed point, or exponent notation where fixed point would not fit."""
+    if math.isfinite(x) and abs(x) >= 1e6:
+        return f" {x:>{width - 1}.6g}"
+    return f"{x:>{width}.6f}"
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:

@@ -92,10 +92,11 @@ def test_nonfinite_weights_counted_not_dropped():
     e = est.importance_log_z(w)
     # NaN and -inf are zero weight but still count in M = 4
     assert abs(e.log_z - math.log(2 / 4)) < 1e-12
-    assert e.n_nonfinite == 1 and e.extra["n_zero_weight"] == 1
-    assert e.n_samples == 4
+    assert e.n_nonfinite == 2 and e.extra["n_zero_weight"] == 1
+    assert e.n_samples == 4 and "nonfinite" in e.flags  # 2 of 4 > 1 %
     v = est.variational_bound(w)
-    assert v.n_nonfinite == 2
+    # the bound of q restricted to the finite half: mean_F(w) + ln q̂(F) = 0 + ln(1/2)
+    assert v.n_nonfinite == 2 and abs(v.log_z - math.log(0.5)) < 1e-12
     with pytest.raises(ValueError, match=r"\+inf"):
         est.importance_log_z(np.array([0.0, np.inf]))
     with pytest.raises(ValueError, match="empty"):
@@ -127,7 +128,7 @@ def test_estimate_attrs_round_trip():
         log_z=1.0,
         log_z_stderr=0.1,
         kind="estimate",
-        n_samples=5,
+        n_samples=500,
         ess=2.0,
         low_ess=1,
         n_nonfinite=2,

@@ -7,7 +7,13 @@ MBAR return ln(Z_B/Z_A) = −Δf; see docs/estimators.md.
 """
 
 from boltzgen.estimators._bar import MIN_TRUSTED_OVERLAP, bar, bar_delta_f
-from boltzgen.estimators._estimate import FLAGS, KINDS, Cost, Estimate
+from boltzgen.estimators._estimate import (
+    FLAGS,
+    KINDS,
+    MAX_TRUSTED_NONFINITE_SHARE,
+    Cost,
+    Estimate,
+)
 from boltzgen.estimators._feat import FEAT_METHODS, feat
 from boltzgen.estimators._importance import (
     MIN_TRUSTED_ESS,
@@ -45,6 +51,7 @@ __all__ = [
     "FLAGS",
     "FEAT_METHODS",
     "KINDS",
+    "MAX_TRUSTED_NONFINITE_SHARE",
     "MIN_TRUSTED_ESS",
     "MIN_TRUSTED_OVERLAP",
     "bar",

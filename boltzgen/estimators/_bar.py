@@ -183,10 +183,10 @@ def bar(
     extra = {
         "n_forward": int(wf.size),
         "n_reverse": int(wr.size),
-        "n_nonfinite_forward": nan_f,
-        "n_nonfinite_reverse": nan_r,
-        "n_inf_forward": int(np.isinf(wf).sum()),
-        "n_inf_reverse": int(np.isinf(wr).sum()),
+        "n_nonfinite_forward": int(np.isinf(wf).sum()),  # NaN or +inf (zero weight)
+        "n_nonfinite_reverse": int(np.isinf(wr).sum()),
+        "n_nan_forward": nan_f,
+        "n_nan_reverse": nan_r,
         "overlap": overlap,
         "low_overlap": int(not overlap >= MIN_TRUSTED_OVERLAP),
     }

@@ -17,7 +17,12 @@ KINDS = ("estimate", "upper_bound", "lower_bound")
 FLAGS: dict[str, str] = {
     "low_ess": "ESS<100: error bar untrustworthy",
     "low_overlap": "overlap {overlap:.2g} < 0.03: error bar untrustworthy",
+    "nonfinite": "over 1% of inputs non-finite: q has mass where p = 0 or E failed",
 }
+
+#: Above this share of non-finite inputs (``n_nonfinite / n_samples``) an estimate carries the
+#: ``nonfinite`` flag (set by :class:`Estimate` itself).
+MAX_TRUSTED_NONFINITE_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,9 @@ class Estimate:
         kind: ``estimate``, ``upper_bound`` or ``lower_bound`` (for βF).
         n_samples: number of samples used, including any with non-finite weight.
         ess: Kish effective sample size (NaN where it does not apply).
-        n_nonfinite: inputs (weights, works) that were NaN or +inf and were left out or set to
-            zero weight; with any, a bound is no longer rigorous.
+        n_nonfinite: inputs (weights, works) that were NaN or ±inf — under the non-finite
+            policy samples of zero target density, given zero weight (docs/design.md); above
+            :data:`MAX_TRUSTED_NONFINITE_SHARE` of ``n_samples`` the ``nonfinite`` flag is set.
         cost: what it cost (:class:`Cost`).
         flags: names from :data:`FLAGS` that make the error bar untrustworthy.
         notes: further phrases for the table (e.g. a bootstrap error, the ESS before refinement).
@@ -101,7 +107,10 @@ class Estimate:
         unknown = set(self.flags) - set(FLAGS)
         if unknown:
             raise ValueError(f"unknown estimate flag {sorted(unknown)[0]!r}; valid: {list(FLAGS)}")
-        object.__setattr__(self, "flags", frozenset(self.flags))
+        flags = set(self.flags)
+        if self.n_samples > 0 and self.n_nonfinite > MAX_TRUSTED_NONFINITE_SHARE * self.n_samples:
+            flags.add("nonfinite")
+        object.__setattr__(self, "flags", frozenset(flags))
         object.__setattr__(self, "notes", tuple(self.notes))
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from boltzgen.estimators._bar import as_works, bar
 from boltzgen.estimators._estimate import Estimate
-from boltzgen.estimators._work import _mean_bound, jarzynski, jarzynski_reverse, work_bounds
+from boltzgen.estimators._importance import variational_bound
+from boltzgen.estimators._work import jarzynski, jarzynski_reverse, work_bounds
 
 __all__ = ["FEAT_METHODS", "feat"]
 
@@ -91,7 +92,7 @@ def feat(
     out = [jarzynski(work_f, method="feat_forward")]
     if log_w_reverse is None:
         wf, _ = as_works(work_f, "log_w_forward")
-        out.append(_mean_bound(wf, -1.0, "feat_upper_bound", "upper_bound"))
+        out.append(variational_bound(-wf, method="feat_upper_bound"))
     else:
         work_r = _works(log_w_reverse, "log_w_reverse")
         upper, lower = work_bounds(

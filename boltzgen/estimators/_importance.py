@@ -108,8 +108,9 @@ def importance_log_z(
     to be trusted.
 
     Args:
-        log_w: log-weights w_i = −u(x_i) − ln q(x_i), x_i ~ q. NaN counts as zero weight and is
-            reported in ``extra["n_nonfinite"]``; −inf (u = +inf) is a legitimate zero weight.
+        log_w: log-weights w_i = −u(x_i) − ln q(x_i), x_i ~ q. A NaN or −inf (u = NaN or +inf:
+            zero target density) is a zero weight, kept in M, and counted in ``n_nonfinite``
+            (``extra["n_zero_weight"]`` counts the −inf ones).
         method: the estimate's name.
         rng: NumPy generator for the bootstrap.
         n_boot: number of bootstrap resamples (0 = none).
@@ -117,7 +118,7 @@ def importance_log_z(
     w, n_nan = _as_log_weights(log_w)
     ess = kish_ess(w)
     extra = {
-        "n_nonfinite": int(n_nan),
+        "n_nonfinite": int(np.sum(np.isneginf(w))),  # NaN or −inf: zero weight, kept in M
         "n_zero_weight": int(np.sum(np.isneginf(w))) - n_nan,
         "low_ess": int(ess < MIN_TRUSTED_ESS),
         "ess_fraction": ess / w.size,
@@ -138,9 +139,14 @@ def variational_bound(log_w, *, method: str = "variational") -> Estimate:
     """Variational (reverse-KL) bound: βF ≤ E_q[u + ln q] = −E_q[w] = βF + KL(q‖p).
 
     Returned as an ``upper_bound`` on βF (so ``log_z`` = mean(w) is a lower bound on ln Z),
-    with standard error std(w)/√M. Samples with non-finite w are excluded from the mean and
-    counted in ``extra["n_nonfinite"]``; with any such sample the bound is not rigorous, which
-    ``extra["n_nonfinite"] > 0`` says.
+    with standard error std(w)/√M.
+
+    With non-finite weights (an energy NaN or +inf: zero target density; a numerical failure of
+    ln q) KL(q‖p) is infinite and so is this bound. What is returned then is the bound of the
+    sampler q' = q restricted to the finite-weight set F (drawn by rejecting the other samples;
+    ln q' = ln q − ln q(F)): βF ≤ E_{q'}[u + ln q'] = mean_F(−w) − ln q̂(F), with q̂(F) the
+    finite share (its delta-method variance added). It is rigorous, counts the non-finite
+    samples in ``n_nonfinite`` and says so in a note.
     """
     w = np.asarray(log_w, dtype=np.float64).reshape(-1)
     if w.size == 0:
@@ -157,15 +163,23 @@ def variational_bound(log_w, *, method: str = "variational") -> Estimate:
             math.nan,
             n_nonfinite=int(w.size),
         )
-    stderr = float(np.std(wf, ddof=1) / math.sqrt(wf.size)) if wf.size > 1 else math.inf
+    var = float(np.var(wf, ddof=1) / wf.size) if wf.size > 1 else math.inf
+    n_bad = int((~finite).sum())
+    share = wf.size / w.size
+    notes = ()
+    if n_bad:
+        # ln Z ≥ mean_F(w) + ln q(F); Var ln q̂(F) ≈ (1 − s)/(s M) for the binomial share s.
+        var += (1.0 - share) / (share * w.size)
+        notes = (f"bound of q restricted to finite energies ({share:.3g} of q)",)
     return Estimate(
         method,
-        float(np.mean(wf)),
-        stderr,
+        float(np.mean(wf)) + math.log(share),
+        math.sqrt(var),
         "upper_bound",
         int(w.size),
         math.nan,
-        n_nonfinite=int((~finite).sum()),
+        n_nonfinite=n_bad,
+        notes=notes,
     )
 
 
@@ -294,8 +308,8 @@ def reverse_importance_log_z(
 
     Args:
         log_w: w_j = −u(x_j) − ln q(x_j) at samples x_j of p. +inf (q = 0 at a p-sample) is a
-            legitimate zero weight e^{−w} = 0; NaN is counted in ``extra["n_nonfinite"]`` and
-            given zero weight (kept in M); −inf (u = +inf at a p-sample) is rejected.
+            legitimate zero weight e^{−w} = 0; NaN is given zero weight (kept in M); both are
+            counted in ``n_nonfinite``; −inf (u = +inf at a p-sample) is rejected.
         method: the estimate's name.
         rng: NumPy generator for the bootstrap.
         n_boot: number of bootstrap resamples (0 = none).
@@ -309,7 +323,7 @@ def reverse_importance_log_z(
     v = np.where(np.isnan(w), -np.inf, -w)  # log of the reverse weights e^{−w}
     ess_fwd = forward_ess(w) if n_nan < w.size else 0.0
     extra = {
-        "n_nonfinite": n_nan,
+        "n_nonfinite": int(np.sum(np.isneginf(v))),  # NaN or +inf: zero weight, kept in M
         "n_zero_weight": int(np.sum(np.isneginf(v))) - n_nan,
         "ess_fraction": ess_fwd / w.size,
         "kish_ess": kish_ess(v),

@@ -16,7 +16,12 @@ from scipy.special import logsumexp
 from boltzgen.estimators._bar import as_works, bar
 from boltzgen.estimators._estimate import Estimate
 from boltzgen.estimators._estimate import fields_from_diagnostics as _fields
-from boltzgen.estimators._importance import MIN_TRUSTED_ESS, importance_stderr, kish_ess
+from boltzgen.estimators._importance import (
+    MIN_TRUSTED_ESS,
+    importance_stderr,
+    kish_ess,
+    variational_bound,
+)
 
 
 def _exp_average(works: np.ndarray, n_nan: int) -> tuple[float, float, float, dict]:
@@ -25,7 +30,7 @@ def _exp_average(works: np.ndarray, n_nan: int) -> tuple[float, float, float, di
     ess = kish_ess(v)
     log_mean = float(logsumexp(v) - math.log(v.size)) if np.any(np.isfinite(v)) else -math.inf
     extra = {
-        "n_nonfinite": n_nan,
+        "n_nonfinite": int(np.isneginf(v).sum()),  # NaN or +inf works (zero weight)
         "n_zero_weight": int(np.isneginf(v).sum()) - n_nan,
         "ess_fraction": ess / v.size,
         "low_ess": int(ess < MIN_TRUSTED_ESS),
@@ -69,31 +74,16 @@ def jarzynski_reverse(work_reverse, *, method: str = "jarzynski_reverse") -> Est
     return Estimate(method, -log_mean, stderr, "estimate", int(wr.size), ess, **_fields(extra))
 
 
-def _mean_bound(works: np.ndarray, sign: float, method: str, kind: str) -> Estimate:
-    """Bound sign·mean(works) over the finite works, stderr std/√n, non-finite ones counted."""
-    finite = np.isfinite(works)
-    wf = works[finite]
-    n_bad = int((~finite).sum())
-    if wf.size == 0:
+def _lower_bound(works: np.ndarray, method: str) -> Estimate:
+    """Lower bound mean(W_R) on ln(Z_B/Z_A); with any non-finite work, the trivial +∞."""
+    n_bad = int((~np.isfinite(works)).sum())
+    if n_bad:
+        # A +inf (or NaN) reverse work makes ⟨W_R⟩ infinite: only the trivial bound is left.
         return Estimate(
-            method,
-            sign * math.inf,
-            math.inf,
-            kind,
-            int(works.size),
-            math.nan,
-            n_nonfinite=n_bad,
+            method, math.inf, math.inf, "lower_bound", int(works.size), math.nan, n_nonfinite=n_bad
         )
-    stderr = float(np.std(wf, ddof=1) / math.sqrt(wf.size)) if wf.size > 1 else math.inf
-    return Estimate(
-        method,
-        sign * float(np.mean(wf)),
-        stderr,
-        kind,
-        int(works.size),
-        math.nan,
-        n_nonfinite=n_bad,
-    )
+    stderr = float(np.std(works, ddof=1) / math.sqrt(works.size)) if works.size > 1 else math.inf
+    return Estimate(method, float(np.mean(works)), stderr, "lower_bound", int(works.size), math.nan)
 
 
 def work_bounds(
@@ -110,8 +100,9 @@ def work_bounds(
     stderr std(W_R)/√n_R. The gaps are KL divergences (equilibrium works:
     ⟨W_F⟩ − Δf = KL(A‖B), Δf + ⟨W_R⟩ = KL(B‖A)). With A = q these are exactly
     :func:`variational_bound` (W_F = −w at q-samples) and :func:`forward_bound` (W_R = w at
-    p-samples). Non-finite works (+inf, or NaN) are left out of the mean and counted in
-    ``extra["n_nonfinite"]``; with any, the bound is no longer rigorous.
+    p-samples). Non-finite works (+inf, or NaN) are counted in ``n_nonfinite``: the upper
+    bound is then that of the forward process restricted to its finite-work paths (as in
+    :func:`variational_bound`, rigorous), the lower bound the trivial one (ln Z_B/Z_A ≤ +∞).
 
     Args:
         work_forward: W_F at samples of A.
@@ -124,8 +115,8 @@ def work_bounds(
     """
     wf, _ = as_works(work_forward, "work_forward")
     wr, _ = as_works(work_reverse, "work_reverse")
-    upper = _mean_bound(wf, -1.0, method_upper, "upper_bound")
-    lower = _mean_bound(wr, 1.0, method_lower, "lower_bound")
+    upper = variational_bound(-wf, method=method_upper)
+    lower = _lower_bound(wr, method_lower)
     return upper, lower
 
 

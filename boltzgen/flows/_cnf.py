@@ -162,6 +162,10 @@ class CNF(AbstractSampler):
             raise ValueError(f"unknown CNF solver {solver!r}; valid: {', '.join(SOLVERS)}")
         if n_steps < 1:
             raise ValueError(f"CNF n_steps must be >= 1, got {n_steps}")
+        if hidden < 1:
+            raise ValueError(f"CNF hidden must be >= 1, got {hidden}")
+        if depth < 0:
+            raise ValueError(f"CNF depth must be >= 0, got {depth}")
         if not base_scale > 0:
             raise ValueError(f"CNF base_scale must be > 0, got {base_scale}")
         self.field = make_field(

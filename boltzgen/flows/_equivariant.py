@@ -394,6 +394,8 @@ class EquivariantFlow(AbstractSampler):
         ):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+            raise ValueError(f"depth must be a non-negative int, got {depth!r}")
         if transform not in TRANSFORMS:
             raise ValueError(f"unknown transform {transform!r}; valid: {', '.join(TRANSFORMS)}")
         if not (interval > 0 and scale_clamp > 0 and base_scale > 0):

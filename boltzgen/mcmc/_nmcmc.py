@@ -83,6 +83,17 @@ class NMCMCInfo(NamedTuple):
     log_density: jax.Array
 
 
+def _finite_or_excluded(lp, g):
+    """The log density with NaN/+inf replaced by −inf (zero density) and its gradient by 0 there.
+
+    The non-finite-energy policy: such a state has zero target density. A chain in one
+    accepts the next finite proposal with probability 1; a proposal in one is never accepted.
+    """
+    ok = jnp.isfinite(lp)
+    mask = ok.reshape(ok.shape + (1,) * (g.ndim - 1))
+    return jnp.where(ok, lp, -jnp.inf), jnp.where(mask & jnp.isfinite(g), g, 0.0)
+
+
 def nmcmc_init(
     positions: jax.Array,
     log_q_values: jax.Array,
@@ -92,13 +103,16 @@ def nmcmc_init(
 ) -> NMCMCState:
     """Initial state from samples x ~ q and their log q (one evaluation of log p and ∇ log p).
 
+    A position with a non-finite log p (a NaN or infinite energy) enters with log p = −∞: the
+    chain leaves it at its first step with a finite proposal (it never stays in it).
+
     Args:
         positions: x_0 per chain, shape ``(n_chains, *event_shape)``.
         log_q_values: log q(x_0), ``(n_chains,)``.
         log_density: unnormalised log p of ONE configuration.
         step_size: initial local step size ε.
     """
-    lp, g = jax.vmap(jax.value_and_grad(log_density))(positions)
+    lp, g = _finite_or_excluded(*jax.vmap(jax.value_and_grad(log_density))(positions))
     return NMCMCState(
         positions,
         lp,
@@ -128,8 +142,9 @@ def nmcmc_step(
     r"""One IMH step with proposal q for every chain, then ``n_local`` local moves on p.
 
     IMH: x' ~ q with log q(x') from the same ``sample_q(key, n_chains)`` call; with
-    v = log p - log q, accept if ln U < v(x') - v(x) (U ~ Uniform(0, 1); a NaN v(x') is
-    rejected). The state caches (log p, ∇ log p, log q), so an accepted proposal costs one
+    v = log p - log q, accept if ln U < v(x') - v(x) (U ~ Uniform(0, 1); a proposal with a NaN
+    or infinite energy has log p = −∞ and is rejected, a chain at such a state accepts the next
+    finite proposal). The state caches (log p, ∇ log p, log q), so an accepted proposal costs one
     value+gradient of log p and nothing more for q. Local moves: blackjax MALA or HMC
     (identity mass) on log p with the carried step size ε; afterwards log q is re-evaluated at
     the new position (value only). If ``adapt`` (a bool or traced bool), ε is updated as
@@ -163,7 +178,7 @@ def nmcmc_step(
     xp = jnp.asarray(xp, state.position.dtype)
     lq_p = jax.vmap(log_q)(xp) if recompute_log_q else lq_p
     lq_p = jnp.asarray(lq_p, dtype)
-    lp_p, g_p = jax.vmap(jax.value_and_grad(log_density))(xp)
+    lp_p, g_p = _finite_or_excluded(*jax.vmap(jax.value_and_grad(log_density))(xp))
     v_prop = lp_p - lq_p
     log_ratio = v_prop - (state.log_density - state.log_q)
     log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
@@ -204,6 +219,7 @@ def nmcmc_step(
             return x, lp, g, jnp.mean(jnp.stack(accs))
 
         x, lp, g, acc = jax.vmap(move_one)(jax.random.split(k_local, n), x, lp, g)
+        lp, g = _finite_or_excluded(lp, g)
         lq = jax.vmap(log_q)(x).astype(dtype)
         local_acc = jnp.mean(acc).astype(dtype)
         new_eps = adapt_step_size(eps, local_acc, target_accept, adapt_rate)
@@ -305,7 +321,10 @@ def neural_mcmc(
         ``final_log_weights`` (log p - log q at the final states), ``initial_log_weights``,
         ``log_q_mismatch`` (max |log q from ``sample_q`` - ``log_q``| at x_0: the round-off
         carried by the proposals' log q unless ``recompute_log_q``),
-        ``n_accept`` (per chain), ``n_warmup``, ``n_traces``.
+        ``n_accept`` (per chain), ``n_warmup``, ``n_traces``, and the non-finite-energy
+        counts ``n_nonfinite_initial`` (chains started at a state of zero target density, which
+        leave it at their first finite proposal), ``n_nonfinite_proposals`` (proposals with
+        zero weight) and ``n_nonfinite_final`` (chains that never reached a finite state).
     """
     if local_kernel is not None and local_kernel not in KERNELS:
         raise ValueError(f"unknown local_kernel {local_kernel!r}; valid: hmc, mala, None")
@@ -396,6 +415,9 @@ def neural_mcmc(
         final_log_weights=final_w,
         initial_log_weights=w0,
         n_accept=np.asarray(host["n_accept"]),
+        n_nonfinite_initial=int(np.sum(~np.isfinite(w0))),
+        n_nonfinite_proposals=int(np.sum(~np.isfinite(prop_w))),
+        n_nonfinite_final=int(np.sum(~np.isfinite(final_w))),
         log_q_mismatch=float(host["mismatch"]),
         n_warmup=int(n_warmup),
         n_traces=int(n_traces),

@@ -128,6 +128,14 @@ class RefineResult:
         )
         low = ess < MIN_TRUSTED_ESS
         before = float(self.ess_before)
+        notes = [f"ESS {before:.4g} before refinement"]
+        if self.method == "nmcmc":
+            n_bad = int(self.diagnostics.get("n_nonfinite_proposals", 0))
+            n_init = int(self.diagnostics.get("n_nonfinite_initial", 0))
+            if n_init:
+                notes.append(f"{n_init} chains started at a non-finite energy and moved off it")
+        else:
+            n_bad = int(np.sum(~np.isfinite(np.asarray(self.log_weights, np.float64))))
         e = Estimate(
             name or f"refined_{self.method}",
             float(self.log_z),
@@ -135,9 +143,10 @@ class RefineResult:
             "estimate",
             n_used,
             ess,
+            n_nonfinite=n_bad,
             cost=cost,
             flags={"low_ess"} if low else set(),
-            notes=(f"ESS {before:.4g} before refinement",),
+            notes=tuple(notes),
             extra=dict(ess_before=before, **scalars),
         )
         attrs = dict(ess_before=before, **cost.to_attrs(), **scalars, low_ess=int(low))

@@ -235,6 +235,7 @@ class SherringtonKirkpatrick(PairwiseSpins):
     def __init__(self, n_spins: int = 20, *, seed: int = 0, J: float = 1.0):
         n = check_positive_int("n_spins", n_spins, minimum=2)
         J = _check_real("J", J)
+        seed = check_positive_int("seed", seed, minimum=0)
         rng = np.random.default_rng(seed)
         upper = np.triu(rng.normal(0.0, J / math.sqrt(n), size=(n, n)), k=1)
         super().__init__(upper + upper.T, name=f"sk(n={n}, seed={seed}, J={J})")
@@ -257,6 +258,7 @@ class EdwardsAnderson(PairwiseSpins):
         L = check_positive_int("L", L, minimum=2)
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+        seed = check_positive_int("seed", seed, minimum=0)
         rng = np.random.default_rng(seed)
         n = L * L
         J = np.zeros((n, n))

@@ -1,4 +1,15 @@
-"""Training objectives for samplers q of a Boltzmann density p ∝ exp(−u)."""
+"""Training objectives for samplers q of a Boltzmann density p ∝ exp(−u).
+
+Non-finite energies (the policy of docs/design.md, "Non-finite energies"): a sample whose
+energy is NaN or ±inf lies where the target density is zero (an overlap, a clash, a user's
+energy outside its domain). It is never left out of the loss — leaving it out rewards q for
+moving mass there — but charged a finite penalty P (the batch's largest finite value plus
+:data:`PENALTY_NATS`) with no gradient through the energy, and the change of q's mass in that
+region is seen through a score-function term (P − b) ∇_θ ln q_θ(x) with x held fixed, so the
+gradient pushes q out of it. A sample whose ln q is not finite (a numerical failure of the
+network) carries no information and is masked. Both kinds are counted per step
+(``n_nonfinite``), shown in the progress bar and stored in ``/train``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +17,42 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+#: Penalty, in nats above the batch's largest finite value, charged for a sample with a
+#: non-finite energy.
+PENALTY_NATS = 10.0
+
+
+def _energies(energy_fn, x, beta):
+    """Reduced energies u = β E(x), with no gradient through the energy where it is not finite.
+
+    The energy is evaluated once without gradient to find those samples; they enter the
+    differentiated evaluation through ``stop_gradient``, so a 0 · ∞ = NaN from the energy's
+    derivative at a singularity never reaches the parameters.
+    """
+    e0 = jax.vmap(energy_fn)(jax.lax.stop_gradient(x))
+    bad = ~jnp.isfinite(e0)
+    mask = bad.reshape(bad.shape + (1,) * (x.ndim - 1))
+    x_in = jnp.where(mask, jax.lax.stop_gradient(x), x)
+    u = beta * jax.vmap(energy_fn)(x_in)
+    return jnp.where(bad, jnp.nan, u), bad
+
+
+def _penalty(a, ok):
+    """P = max of the finite values + PENALTY_NATS (no gradient); PENALTY_NATS if none."""
+    top = jnp.max(jnp.where(ok, a, -jnp.inf))
+    return jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0) + PENALTY_NATS)
+
 
 def reverse_kl_loss(sampler, energy_fn, beta, *, key, batch_size: int):
     """Reverse KL up to a constant: the variational free energy E_q[u(x) + ln q(x)] ≥ βF.
 
-    Reparametrised gradient (x = f_θ(z), z ~ base). Samples whose u + ln q is not finite (an
-    energy overflow near a 1/r core, a NaN from the network) are masked out of the loss and
-    their number returned, so one bad sample neither poisons the step nor vanishes unseen.
+    Reparametrised gradient (x = f_θ(z), z ~ base) for the samples with a finite energy. A
+    sample with a NaN or infinite energy is charged the penalty P of the module docstring, and
+    its gradient is the score-function term (P − b) ∇_θ ln q_θ(x) at fixed x (b the mean of the
+    finite values): a gradient of (P − b)·q(bad region) that moves mass out of the region. The
+    extra ln q evaluation runs only in steps that have such a sample. Samples with a non-finite
+    ln q are masked. The value returned is the mean of the penalised values: a training loss,
+    not a bound.
 
     Args:
         sampler: an ``AbstractSampler``.
@@ -22,17 +62,30 @@ def reverse_kl_loss(sampler, energy_fn, beta, *, key, batch_size: int):
         batch_size: number of samples of q per step.
 
     Returns:
-        ``(loss, aux)`` with aux = dict(n_nonfinite, log_w) for logging.
+        ``(loss, aux)`` with aux = dict(n_nonfinite, log_w) for logging; log_w is −∞ (zero
+        weight) at every sample not counted as finite.
     """
     x, log_q = sampler.sample_and_log_prob(batch_size, key=key)
-    u = beta * jax.vmap(energy_fn)(x)
+    u, bad_e = _energies(energy_fn, x, beta)
+    good_q = jnp.isfinite(log_q)
     a = u + log_q
-    finite = jnp.isfinite(a)
-    n_ok = jnp.maximum(jnp.sum(finite), 1)
-    loss = jnp.sum(jnp.where(finite, a, 0.0)) / n_ok
-    log_w = jnp.where(finite, -a, -jnp.inf)
-    return loss, dict(
-        n_nonfinite=jnp.sum(~finite).astype(jnp.int32), log_w=jax.lax.stop_gradient(log_w)
+    ok = good_q & ~bad_e
+    pen = good_q & bad_e
+    p = _penalty(a, ok)
+    n_used = jnp.maximum(jnp.sum(good_q), 1)
+    n_ok = jnp.maximum(jnp.sum(ok), 1)
+    base = jax.lax.stop_gradient(jnp.sum(jnp.where(ok, a, 0.0)) / n_ok)
+    value = (jnp.sum(jnp.where(ok, a, 0.0)) + p * jnp.sum(pen)) / n_used
+
+    def score(_):
+        lq = sampler.log_prob(jax.lax.stop_gradient(x))
+        s = jnp.sum(jnp.where(pen & jnp.isfinite(lq), (p - base) * lq, 0.0)) / n_used
+        return s - jax.lax.stop_gradient(s)
+
+    surrogate = jax.lax.cond(jnp.any(pen), score, lambda _: jnp.zeros((), value.dtype), None)
+    log_w = jnp.where(ok, -a, -jnp.inf)
+    return value + surrogate, dict(
+        n_nonfinite=jnp.sum(~ok).astype(jnp.int32), log_w=jax.lax.stop_gradient(log_w)
     )
 
 
@@ -42,21 +95,35 @@ def _frozen(sampler):
     return eqx.combine(jax.lax.stop_gradient(params), static)
 
 
-def _score_function_loss(log_q, f, groups: int):
+def _penalised(u, log_q):
+    """Values f = u + ln q with a non-finite energy replaced by the penalty, and masks.
+
+    Returns ``(f, valid, n_nonfinite, ok)``: f finite wherever ``valid``; invalid are the samples
+    whose ln q is not finite (masked).
+    """
+    good_q = jnp.isfinite(log_q)
+    bad_e = ~jnp.isfinite(u)
+    f = u + log_q
+    ok = good_q & ~bad_e
+    f = jnp.where(good_q & bad_e, _penalty(f, ok), f)
+    return jax.lax.stop_gradient(f), good_q, jnp.sum(~ok).astype(jnp.int32), ok
+
+
+def _score_function_loss(log_q, f, valid, groups: int):
     """Surrogate whose gradient is the REINFORCE estimate, and whose value is mean(f).
 
     ∇_θ E_q[f] = E_q[(f − b) ∇_θ ln q] with f = u + ln q (the ∇ ln q term inside f has zero
     mean) and b the mean of f over the other samples of its group (a leave-one-out baseline:
-    unbiased, unlike the plain batch mean, whose bias is O(1/n)). Non-finite f are masked.
+    unbiased, unlike the plain batch mean, whose bias is O(1/n)). Samples not ``valid`` are
+    masked.
     """
-    finite = jnp.isfinite(f)
-    f0 = jnp.where(finite, f, 0.0).reshape(groups, -1)
-    m = finite.reshape(groups, -1).astype(f.dtype)
+    f0 = jnp.where(valid, f, 0.0).reshape(groups, -1)
+    m = valid.reshape(groups, -1).astype(f.dtype)
     n = jnp.sum(m, axis=1, keepdims=True)
     loo = (jnp.sum(f0, axis=1, keepdims=True) - f0) / jnp.maximum(n - 1, 1)
     adv = jax.lax.stop_gradient(jnp.where(m > 0, f0 - loo, 0.0)).reshape(-1)
-    n_ok = jnp.maximum(jnp.sum(finite), 1)
-    surrogate = jnp.sum(adv * jnp.where(finite, log_q, 0.0)) / n_ok
+    n_ok = jnp.maximum(jnp.sum(valid), 1)
+    surrogate = jnp.sum(adv * jnp.where(valid, log_q, 0.0)) / n_ok
     value = jnp.sum(f0) / n_ok
     return surrogate - jax.lax.stop_gradient(surrogate) + jax.lax.stop_gradient(value)
 
@@ -68,6 +135,8 @@ def reinforce_loss(sampler, energy_fn, beta, *, key, batch_size: int):
     gradient, ln q is re-evaluated with it, and the gradient is E_q[(f − b) ∇ ln q] with
     f = u + ln q and a leave-one-out batch baseline b (variance reduction without bias). The
     value returned is the batch mean of f: a (stochastic) upper bound on βF, not the answer.
+    A non-finite energy is charged the penalty of the module docstring (its score term pushes
+    q away); a non-finite ln q is masked.
 
     Args:
         sampler: a normalised ``AbstractSampler`` (e.g. an autoregressive spin model).
@@ -83,12 +152,10 @@ def reinforce_loss(sampler, energy_fn, beta, *, key, batch_size: int):
     x = jax.lax.stop_gradient(x)
     log_q = sampler.log_prob(x)
     u = beta * jax.vmap(energy_fn)(x)
-    f = jax.lax.stop_gradient(u + log_q)
-    loss = _score_function_loss(log_q, f, 1)
-    finite = jnp.isfinite(f)
-    return loss, dict(
-        n_nonfinite=jnp.sum(~finite).astype(jnp.int32), log_w=jnp.where(finite, -f, -jnp.inf)
-    )
+    f, valid, n_bad, ok = _penalised(u, jax.lax.stop_gradient(log_q))
+    loss = _score_function_loss(log_q, f, valid, 1)
+    log_w = jnp.where(ok, -f, -jnp.inf)
+    return loss, dict(n_nonfinite=n_bad, log_w=log_w)
 
 
 #: Temperatures drawn per step by :func:`reinforce_beta_range_loss`.
@@ -121,11 +188,11 @@ def reinforce_beta_range_loss(sampler, energy_fn, beta, *, key, batch_size: int)
     x, _ = _frozen(sampler).sample_and_log_prob(g * per, key=k_x, beta=betas)
     x = jax.lax.stop_gradient(x)
     log_q = sampler.log_prob(x, betas)
-    f = jax.lax.stop_gradient(betas * jax.vmap(energy_fn)(x) + log_q)
-    loss = _score_function_loss(log_q, f, g)
-    finite = jnp.isfinite(f)
-    log_w = jnp.where(finite, -f, -jnp.inf)[:per]
-    return loss, dict(n_nonfinite=jnp.sum(~finite).astype(jnp.int32), log_w=log_w)
+    u = betas * jax.vmap(energy_fn)(x)
+    f, valid, n_bad, ok = _penalised(u, jax.lax.stop_gradient(log_q))
+    loss = _score_function_loss(log_q, f, valid, g)
+    log_w = jnp.where(ok, -f, -jnp.inf)[:per]
+    return loss, dict(n_nonfinite=n_bad, log_w=log_w)
 
 
 LOSSES = {

@@ -28,6 +28,9 @@ from boltzgen import _checks
 #: Scalars every step records, beside the objective's own ``info_keys``.
 LOOP_KEYS = ("loss", "grad_norm", "n_nonfinite_grad")
 
+#: The largest number of steps: the step index inside a chunk is an int32.
+MAX_STEPS = 2**31 - 1
+
 
 def make_optimizer(
     learning_rate: float = 1e-3, steps: int = 1000, clip: float = 10.0, warmup: int = 100
@@ -72,7 +75,8 @@ class Trainer:
     ``learning_rate / 20`` (:func:`make_optimizer`).
 
     Attributes:
-        steps: optimisation steps (in all, including those before a resume).
+        steps: optimisation steps (in all, including those before a resume; at most
+            :data:`MAX_STEPS`).
         batch_size: samples (or pairs) per step.
         learning_rate: peak learning rate.
         clip: global gradient-norm clip.
@@ -91,13 +95,17 @@ class Trainer:
     chunk: int = 25
 
     def __post_init__(self):
-        _checks.integer("steps", self.steps, 0)
+        _checks.integer("steps", self.steps, 0, maximum=MAX_STEPS)
         _checks.integer("batch_size", self.batch_size, 1)
         _checks.positive("learning_rate", self.learning_rate)
         _checks.positive("clip", self.clip)
         _checks.integer("warmup", self.warmup, 0)
         _checks.integer("checkpoint_every", self.checkpoint_every, 1)
         _checks.integer("chunk", self.chunk, 1)
+
+    def memory_bytes(self, system) -> int:
+        """Bytes of one batch of configurations in float32 (a lower bound on training memory)."""
+        return self.batch_size * 4 * int(np.prod(system.event_shape))
 
     def optimizer(self) -> optax.GradientTransformation:
         """The optax transformation of these settings."""
@@ -312,6 +320,8 @@ def check_checkpoint(path: str | os.PathLike, *, fingerprint: str, steps: int) -
     path = os.fspath(path)
     if not os.path.exists(path):
         return 0
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path!r} is a directory, not a checkpoint file")
     try:
         f = h5py.File(path, "r")
     except OSError as err:
