@@ -285,11 +285,14 @@ def test_cli_systems_lists_parameters(capsys):
 
 
 def test_cli_run_writes_file_and_report_reads_it(tiny_cli_run, tmp_path, capsys):
+    import math
+
     out, printed = tiny_cli_run
     assert "importance" in printed and "ref:ais" in printed and "exact" in printed
     with h5py.File(out) as f:
         assert f.attrs["schema_version"] == SCHEMA_VERSION
         assert "n_particles = 2" in f.attrs["spec"]
+        assert f.attrs["beta"] == 2.0  # ensemble.beta of the spec
         for m in ("variational", "importance", "forward_bound"):
             assert m in f["estimates"]
         assert f["estimates/variational"].attrs["kind"] == "upper_bound"
@@ -297,11 +300,34 @@ def test_cli_run_writes_file_and_report_reads_it(tiny_cli_run, tmp_path, capsys)
         assert "ais" in f["reference"] and f["reference/ais"].attrs["n_energy_evals"] > 0
         assert f["samples/x"].shape == (512, 2, 2)
         assert f["train/loss"].shape == (20,)
-        assert "exact_log_z" in f["system"]
+        exact = float(f["system/exact_log_z"][()])
+        attrs = {m: dict(g.attrs) for m, g in f["estimates"].items()}
+        ref = dict(f["reference/ais"].attrs)
+    # The stored exact ln Z is the system's (two charges in a 2-D trap, closed form).
+    assert exact == bg.systems.CoulombGas(2, 2).exact_log_z(2.0)
+    # The best estimate (smallest error bar among the unflagged estimates, read from the file's
+    # attributes) has a finite, positive error bar and agrees with the exact ln Z and with the
+    # run's own AIS reference (combined error) within 4σ.
+    cands = {m: a for m, a in attrs.items() if a["kind"] == "estimate" and not a["flags"]}
+    best_name = min(cands, key=lambda m: cands[m]["log_z_stderr"])
+    best = cands[best_name]
+    assert math.isfinite(best["log_z"]) and 0 < best["log_z_stderr"] < math.inf
+    assert best["beta_f"] == -best["log_z"]
+    assert abs(best["log_z"] - exact) <= 4 * best["log_z_stderr"], (best_name, best, exact)
+    sigma = math.hypot(best["log_z_stderr"], ref["log_z_stderr"])
+    assert abs(best["log_z"] - ref["log_z"]) <= 4 * sigma, (best_name, best, ref)
+    assert bg.Result.load(out).best().method == best_name
     assert os.path.exists(str(out) + ".ckpt")
     assert main(["report", str(out), "--plot", str(tmp_path / "p.png")]) == 0
-    printed = capsys.readouterr().out
-    assert "importance" in printed and (tmp_path / "p.png").stat().st_size > 1000
+    report = capsys.readouterr().out
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    # The report prints β and, on the best estimate's row, its βF, error bar and ln Z as stored.
+    assert "β = 2 " in report.splitlines()[0]
+    row = next(ln for ln in report.splitlines() if ln.startswith(best_name + " "))
+    assert f"{best['beta_f']:.6f}" in row and f"{best['log_z']:.6f}" in row
+    assert f"{best['log_z_stderr']:.2g}" in row
+    exact_row = next(ln for ln in report.splitlines() if ln.startswith("exact "))
+    assert f"{exact:.6f}" in exact_row and f"{-exact:.6f}" in exact_row
 
 
 def test_resume_refuses_another_runs_checkpoint_before_any_work(tmp_path, capsys):
@@ -335,7 +361,11 @@ def test_example_specs_validate():
 
 
 @pytest.mark.slow  # a real SIGKILL of a subprocess; exact resume is tested in test_train.py
-def test_killed_run_leaves_no_results_file_and_resumes(tmp_path):
+def test_killed_in_training_resumes_from_its_checkpoint(tmp_path):
+    """SIGKILL in training: the checkpoint is whole and a resumed run finishes.
+
+    (A kill during the save of the results file is tests/test_interrupts.py.)
+    """
     import signal
     import time
 
