@@ -37,6 +37,7 @@ from boltzgen.estimators._metrics import (
     pairwise_distances,
     wasserstein2_1d,
 )
+from boltzgen.estimators._pareto import MAX_TRUSTED_PARETO_K, gpd_fit, pareto_k
 from boltzgen.estimators._work import (
     crooks_check,
     jarzynski,
@@ -46,12 +47,15 @@ from boltzgen.estimators._work import (
 )
 
 __all__ = [
+    "gpd_fit",
+    "pareto_k",
     "Cost",
     "Estimate",
     "FLAGS",
     "FEAT_METHODS",
     "KINDS",
     "MAX_TRUSTED_NONFINITE_SHARE",
+    "MAX_TRUSTED_PARETO_K",
     "MIN_TRUSTED_ESS",
     "MIN_TRUSTED_OVERLAP",
     "bar",

@@ -15,6 +15,7 @@ from scipy.special import logsumexp
 
 from boltzgen.estimators._estimate import Estimate
 from boltzgen.estimators._estimate import fields_from_diagnostics as _fields
+from boltzgen.estimators._pareto import MAX_TRUSTED_PARETO_K, pareto_k
 
 #: Below this Kish ESS an importance-sampling error bar is flagged as untrustworthy.
 MIN_TRUSTED_ESS = 100.0
@@ -105,7 +106,9 @@ def importance_log_z(
     with M). The standard error is the delta method (:func:`importance_stderr`); with
     ``n_boot > 0`` a bootstrap standard error is added to ``extra["log_z_stderr_bootstrap"]``.
     ``extra["low_ess"] = 1`` flags ESS < :data:`MIN_TRUSTED_ESS`, where neither error bar is
-    to be trusted.
+    to be trusted. ``extra["pareto_k"]`` is the tail shape k̂ of the weights
+    (:func:`~boltzgen.estimators.pareto_k`); the ``high_k`` flag marks k̂ > 0.7, where the
+    estimate is unreliable whatever its ESS.
 
     Args:
         log_w: log-weights w_i = −u(x_i) − ln q(x_i), x_i ~ q. A NaN or −inf (u = NaN or +inf:
@@ -117,11 +120,14 @@ def importance_log_z(
     """
     w, n_nan = _as_log_weights(log_w)
     ess = kish_ess(w)
+    k = pareto_k(w)
     extra = {
         "n_nonfinite": int(np.sum(np.isneginf(w))),  # NaN or −inf: zero weight, kept in M
         "n_zero_weight": int(np.sum(np.isneginf(w))) - n_nan,
         "low_ess": int(ess < MIN_TRUSTED_ESS),
         "ess_fraction": ess / w.size,
+        "pareto_k": k,
+        "high_k": int(k > MAX_TRUSTED_PARETO_K),
     }
     if n_boot > 0:
         if rng is None:
@@ -328,6 +334,8 @@ def reverse_importance_log_z(
         "ess_fraction": ess_fwd / w.size,
         "kish_ess": kish_ess(v),
         "low_ess": int(ess_fwd < MIN_TRUSTED_ESS),
+        "pareto_k": pareto_k(v),
+        "high_k": int(pareto_k(v) > MAX_TRUSTED_PARETO_K),
     }
     if n_boot > 0:
         if rng is None:

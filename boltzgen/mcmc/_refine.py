@@ -35,12 +35,14 @@ import numpy as np
 from blackjax.smc.resampling import systematic
 
 from boltzgen.estimators import (
+    MAX_TRUSTED_PARETO_K,
     MIN_TRUSTED_ESS,
     Cost,
     Estimate,
     importance_stderr,
     kish_ess,
     logmeanexp,
+    pareto_k,
 )
 from boltzgen.mcmc._ais import AISState, add_increment, ais_init, ais_step, annealing_schedule
 from boltzgen.mcmc._checks import check_int, check_precision, check_step_sizes, check_target_accept
@@ -127,6 +129,12 @@ class RefineResult:
             wall_time=float(self.wall_time),
         )
         low = ess < MIN_TRUSTED_ESS
+        flags = {"low_ess"} if low else set()
+        if self.method == "nmcmc":  # the estimate is importance sampling on the proposals
+            k = pareto_k(self.diagnostics["proposal_log_weights"])
+            scalars["pareto_k"] = k
+            if k > MAX_TRUSTED_PARETO_K:
+                flags.add("high_k")
         before = float(self.ess_before)
         notes = [f"ESS {before:.4g} before refinement"]
         if self.method == "nmcmc":
@@ -145,11 +153,17 @@ class RefineResult:
             ess,
             n_nonfinite=n_bad,
             cost=cost,
-            flags={"low_ess"} if low else set(),
+            flags=flags,
             notes=tuple(notes),
             extra=dict(ess_before=before, **scalars),
         )
-        attrs = dict(ess_before=before, **cost.to_attrs(), **scalars, low_ess=int(low))
+        attrs = dict(
+            ess_before=before,
+            **cost.to_attrs(),
+            **scalars,
+            low_ess=int(low),
+            high_k=int("high_k" in flags),
+        )
         return e, attrs
 
 
