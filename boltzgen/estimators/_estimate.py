@@ -18,7 +18,7 @@ FLAGS: dict[str, str] = {
     "low_ess": "ESS<100: error bar untrustworthy",
     "low_overlap": "overlap {overlap:.2g} < 0.03: error bar untrustworthy",
     "nonfinite": "over 1% of inputs non-finite: q has mass where p = 0 or E failed",
-    "high_k": "Pareto k̂ {pareto_k:.2f} > 0.7: weights too heavy-tailed, unreliable",
+    "high_k": "Pareto k̂ {pareto_k:.2f} > 0.5: infinite weight variance, error bar invalid",
 }
 
 #: Above this share of non-finite inputs (``n_nonfinite / n_samples``) an estimate carries the

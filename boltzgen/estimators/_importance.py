@@ -107,8 +107,8 @@ def importance_log_z(
     ``n_boot > 0`` a bootstrap standard error is added to ``extra["log_z_stderr_bootstrap"]``.
     ``extra["low_ess"] = 1`` flags ESS < :data:`MIN_TRUSTED_ESS`, where neither error bar is
     to be trusted. ``extra["pareto_k"]`` is the tail shape k̂ of the weights
-    (:func:`~boltzgen.estimators.pareto_k`); the ``high_k`` flag marks k̂ > 0.7, where the
-    estimate is unreliable whatever its ESS.
+    (:func:`~boltzgen.estimators.pareto_k`); the ``high_k`` flag marks k̂ > 0.5, where the
+    weights' variance is infinite and the error bar invalid whatever the ESS.
 
     Args:
         log_w: log-weights w_i = −u(x_i) − ln q(x_i), x_i ~ q. A NaN or −inf (u = NaN or +inf:

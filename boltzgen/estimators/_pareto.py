@@ -19,8 +19,10 @@ import math
 
 import numpy as np
 
-#: Above this k̂ an importance-type estimate is flagged ``high_k`` (unreliable).
-MAX_TRUSTED_PARETO_K = 0.7
+#: Above this k̂ an importance-type estimate is flagged ``high_k``: the weights' variance is
+#: infinite, so no delta-method or bootstrap error bar is valid (above 0.7 the estimate itself
+#: is unreliable at practical sample sizes).
+MAX_TRUSTED_PARETO_K = 0.5
 
 
 def gpd_fit(exceedances) -> tuple[float, float]:
