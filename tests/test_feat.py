@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_allclose, within_sigmas
+from counting import Counter
 from jax.scipy.stats import norm
 
 from boltzgen.estimators._bar import bar
@@ -173,15 +174,18 @@ def test_one_step_weight_matches_explicit_kernels(x64, direction):
     t0, t1, eps = 0.1, 0.6, 0.8
     h, x0, x1, kf, _ = t1 - t0, *samples(3, 50)
     fn, x = (forward_paths, x0) if direction == "forward" else (reverse_paths, x1)
+    # Every function counted: the reported evaluation counts must be the real ones.
+    drift, score = Counter(b_wrong, 1, arg=1), Counter(s_wrong, 1, arg=1)
+    rho_a, rho_b = Counter(log_rho_a, 1), Counter(log_rho_b, 1)
     r = fn(
-        b_wrong,
-        s_wrong,
+        drift,
+        score,
         x,
         key=kf,
         times=[t0, t1],
         eps=eps,
-        log_density_a=log_rho_a,
-        log_density_b=log_rho_b,
+        log_density_a=rho_a,
+        log_density_b=rho_b,
     )
     xa, xb = r.x_a, r.x_b
     fa = jax.vmap(lambda y: b_wrong(t0, y) + eps * s_wrong(t0, y))(xa)
@@ -192,7 +196,8 @@ def test_one_step_weight_matches_explicit_kernels(x64, direction):
     want = lb - la + log_b - log_f if direction == "forward" else la - lb + log_f - log_b
     assert_allclose(r.log_w, want, rtol=1e-10, atol=1e-10)
     assert_allclose(r.log_density_a, la, rtol=1e-12)
-    assert r.n_drift_evals == 2 * 50 and r.n_score_evals == 2 * 50 and r.n_energy_evals == 100
+    assert (r.n_drift_evals, r.n_score_evals) == (drift.n, score.n)
+    assert r.n_energy_evals == rho_a.n + rho_b.n and rho_a.n == rho_b.n == 50
 
 
 # --------------------------------------------------------------- zero centre of mass, N = 3, d = 2
@@ -338,8 +343,16 @@ def test_jit_counts_and_masking(x64):
     kw = dict(log_density_a=log_rho_a, log_density_b=log_rho_b, n_steps=k, eps=0.5)
     r = forward_paths(b_wrong, s_wrong, x0, key=kf, **kw)
     assert isinstance(r, PathResult) and r.direction == "forward" and not r.deterministic
-    assert (r.n_drift_evals, r.n_score_evals, r.n_divergence_evals) == ((k + 1) * n,) * 2 + (0,)
-    assert r.n_energy_evals == 2 * n
+    # The counts against counted functions, on a small run (new shapes compile once more):
+    # per path K + 1 drift and score evaluations, no divergence, ln ρ̃_a and ln ρ̃_b once each.
+    fns = [Counter(b_wrong, 1, arg=1), Counter(s_wrong, 1, arg=1)]
+    fns += [Counter(log_rho_a, 1), Counter(log_rho_b, 1)]
+    small = forward_paths(
+        *fns[:2], x0[:16], key=kf, log_density_a=fns[2], log_density_b=fns[3], n_steps=3, eps=0.5
+    )
+    assert (small.n_drift_evals, small.n_score_evals) == (fns[0].n, fns[1].n) == (4 * 16,) * 2
+    assert small.n_divergence_evals == 0 and small.n_energy_evals == fns[2].n + fns[3].n == 32
+    assert (r.n_drift_evals, r.n_score_evals, r.n_energy_evals) == ((k + 1) * n, (k + 1) * n, 2 * n)
     jitted = jax.jit(lambda x, key: forward_paths(b_wrong, s_wrong, x, key=key, **kw).log_w)
     assert_allclose(jitted(x0, kf), r.log_w, rtol=1e-12)
     assert_allclose(r.log_w, r.log_density_b - r.log_density_a + r.path_term, rtol=1e-12)

@@ -161,6 +161,7 @@ def test_transfer_matrix_refuses_wide_lattice():
 @pytest.mark.parametrize("L", [16, 32, 64])
 def test_kaufman_float64_matches_mpmath(L):
     import mpmath  # noqa: F401  (in the [test] extra: a missing mpmath fails, it is not skipped)
+
     # 0.41 / 0.47 put |Lγ_0/2| on either side of 1 (the two ways Z_4's k = 0 factor is formed)
     for k_h, k_v in [(b, b) for b in (0.1, 0.3, 0.41, BETA_C, 0.47, 1.0, 3.0)] + [(0.2, 0.9)]:
         assert_allclose(

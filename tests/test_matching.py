@@ -114,22 +114,75 @@ def test_flow_matching_importance_log_z(fm_gaussian):
     assert est.extra["ess_fraction"] >= 0.8, (est.extra["ess_fraction"], base_ess)
 
 
-def test_flow_matching_field_matches_closed_form(fm_gaussian):
-    """The trained field is close to the exact marginal velocity at interior times.
+def n_parameters(module) -> int:
+    """Trainable (inexact) array entries of ``module``."""
+    return sum(int(np.size(a)) for a in jax.tree.leaves(eqx.filter(module, eqx.is_inexact_array)))
 
-    Tolerance: relative RMS error sqrt(E|v − v*|² / E|v*|²) over x ~ ρ_t at most 15% (the
-    regression target x₁ − x₀ has conditional variance of order 1; 1000 × 512 draws; other
-    seeds gave at most 8%).
+
+T_GRID = (np.arange(32) + 0.5) / 32  # midpoints: the t-average of the uniform training times
+
+
+def integrated_error(fn, exact_fn, sample_x, *, n_x=256, seed):
+    """∫₀¹ E_{ρ_t}|f̂(t, x) − f(t, x)|² dt on :data:`T_GRID` × n_x exact samples of ρ_t.
+
+    Returns (estimate, its Monte Carlo standard error over the n_x · 32 points).
+    """
+    rng = np.random.default_rng(seed)
+    t = np.repeat(T_GRID, n_x)
+    x = np.concatenate([sample_x(tk, n_x, rng) for tk in T_GRID])
+    got = np.asarray(_batched(fn, jnp.asarray(t, jnp.float32), jnp.asarray(x, jnp.float32)))
+    sq = np.sum((got - exact_fn(t, x)) ** 2, axis=1).reshape(len(T_GRID), n_x)
+    # The t-grid is fixed: the Monte Carlo error is that of the x-averages, √(Σ_t var_t/n_x)/32.
+    se = math.sqrt(np.sum(sq.var(axis=1, ddof=1) / n_x)) / len(T_GRID)
+    return float(sq.mean()), se
+
+
+@eqx.filter_jit
+def _batched(fn, t, x):
+    return jax.vmap(fn)(t, x)
+
+
+def _fm_sample_x(t, n, rng):
+    _, _, cov = gaussian_field(t, np.zeros((1, 2)), MU2, SIGMA2)
+    return t * MU2 + rng.standard_normal((n, 2)) @ np.linalg.cholesky(cov).T
+
+
+def _fm_exact(t, x):
+    return np.concatenate(
+        [gaussian_field(tk, x[t == tk], MU2, SIGMA2)[0] for tk in np.unique(t)], axis=0
+    )
+
+
+def fm_conditional_variance(t):
+    """tr Cov(x₁ − x₀ | x_t), averaged over x_t ~ ρ_t: E|x₁ − x₀|² − E|v*(t, x_t)|².
+
+    E|x₁ − x₀|² = |μ|² + tr Σ + d; v* = μ + A_t (x − tμ) with A_t = ½ Σ̇_t Σ_t⁻¹, so
+    E|v*|² = |μ|² + tr(A_t Σ_t A_tᵀ).
+    """
+    _, _, cov = gaussian_field(t, np.zeros((1, 2)), MU2, SIGMA2)
+    dcov = -2 * (1 - t) * np.eye(2) + 2 * t * SIGMA2
+    a = 0.5 * dcov @ np.linalg.inv(cov)
+    return float(np.trace(SIGMA2) + 2 - np.trace(a @ cov @ a.T))
+
+
+N_FM_DATA = 20_000  # training samples of the target
+
+
+def test_flow_matching_field_matches_closed_form(fm_gaussian):
+    """The trained field against the exact marginal velocity, integrated over t and x ~ ρ_t.
+
+    Tolerance from regression theory: least squares with p parameters on N samples of a target
+    with conditional variance σ² has expected excess risk p σ²/N (correctly specified model).
+    The field has p = 1250 parameters and sees N = 20 000 samples of the target, the regression
+    target x₁ − x₀ has conditional variance σ²(t) (closed form, mean ≈ 1.64), so an efficient
+    fit reaches ∫ E|v̂ − v*|² dt ≈ p σ̄²/N ≈ 0.10: the trained field must be at least that close
+    (up to 4 standard errors of the Monte Carlo integral). Fresh x0 per draw make the data
+    budget larger than N, so this is the conservative (looser) end of the rate.
     """
     field = fm_gaussian.model.field
-    rng = np.random.default_rng(3)
-    for t in (0.2, 0.5, 0.8):
-        _, _, cov = gaussian_field(t, np.zeros((1, 2)), MU2, SIGMA2)
-        x = t * MU2 + rng.standard_normal((512, 2)) @ np.linalg.cholesky(cov).T
-        exact, _, _ = gaussian_field(t, x, MU2, SIGMA2)
-        got = np.asarray(jax.vmap(field, in_axes=(None, 0))(t, jnp.asarray(x, jnp.float32)))
-        rel = math.sqrt(np.sum((got - exact) ** 2) / np.sum(exact**2))
-        assert rel <= 0.15, (t, rel)
+    err, se = integrated_error(field, _fm_exact, _fm_sample_x, seed=3)
+    rate = n_parameters(field) * np.mean([fm_conditional_variance(t) for t in T_GRID]) / N_FM_DATA
+    assert err <= rate + 4 * se, (err, se, rate)
 
 
 class _ExactField(eqx.Module):
@@ -310,7 +363,7 @@ def interpolant_gaussian():
 
 
 def _field_errors(model, t, rng):
-    """Relative RMS errors of b and s over x ~ ρ_t (exact N(tμ, Σ_t))."""
+    """Relative RMS errors of b and s over x ~ ρ_t (exact N(tμ, Σ_t)), with their stderrs."""
     mu, sig = np.array([MU1]), np.array([[SIG1**2]])
     _, _, cov = gaussian_field(t, np.zeros((1, 1)), mu, sig, GAMMA_A)
     x = t * mu + math.sqrt(cov[0, 0]) * rng.standard_normal((512, 1))
@@ -318,24 +371,65 @@ def _field_errors(model, t, rng):
     xj = jnp.asarray(x, jnp.float32)
     b_hat = np.asarray(jax.vmap(model.velocity, in_axes=(None, 0))(t, xj))
     s_hat = np.asarray(jax.vmap(model.score, in_axes=(None, 0))(t, xj))
-    rel = lambda a, e: math.sqrt(np.mean((a - e) ** 2) / np.mean(e**2))
+
+    def rel(a, e):
+        # ratio of means: delta-method standard error of sqrt(mean(d²)/mean(e²))
+        d2, e2 = ((a - e) ** 2).ravel(), (e**2).ravel()
+        r2 = d2.mean() / e2.mean()
+        se_r2 = np.std(d2 / e2.mean() - r2 * e2 / e2.mean(), ddof=1) / math.sqrt(d2.size)
+        return math.sqrt(r2), se_r2 / (2 * math.sqrt(r2))
+
     return rel(b_hat, b), rel(s_hat, s)
 
 
-def test_interpolant_fields_match_closed_form(interpolant_gaussian):
-    """Trained b and s against the closed forms at t ∈ {0.2, 0.5, 0.8}.
+def _interp_coefficients(t):
+    a = GAMMA_A
+    gamma = np.sqrt(a * t * (1 - t))
+    var_t = (1 - t) ** 2 + t**2 * SIG1**2 + gamma**2  # Σ_t of x_t = (1 − t)x₀ + t x₁ + γz
+    return gamma, var_t
 
-    Tolerances (relative RMS over x ~ ρ_t): 5% for b (its conditional target has variance
-    O(1), well averaged over 1200 × 512 draws) and 20% for s = −η/γ (η's target z has
-    conditional variance 1 − γ²/Σ_t ≈ 0.7–0.8, so the denoiser is the noisier regression).
-    Other seeds gave at most 3% and 11%.
+
+def _interp_sample_x(t, n, rng):
+    _, var_t = _interp_coefficients(t)
+    return t * MU1 + math.sqrt(var_t) * rng.standard_normal((n, 1))
+
+
+def _interp_exact_b(t, x):
+    _, var_t = _interp_coefficients(t)
+    dvar = -2 * (1 - t) + 2 * t * SIG1**2 + GAMMA_A * (1 - 2 * t)
+    return MU1 + 0.5 * dvar[:, None] / var_t[:, None] * (x - t[:, None] * MU1)
+
+
+def _interp_exact_eta(t, x):
+    gamma, var_t = _interp_coefficients(t)
+    return (gamma / var_t)[:, None] * (x - t[:, None] * MU1)  # E[z | x_t] = γ(x − tμ)/Σ_t
+
+
+N_INTERP_DATA = 20_000
+
+
+def test_interpolant_fields_match_closed_form(interpolant_gaussian):
+    """Trained b and η against the closed forms, integrated over t and x ~ ρ_t.
+
+    Tolerances from regression theory as in :func:`test_flow_matching_field_matches_closed_form`
+    (excess risk p σ̄²/N of least squares, N = 20 000 samples of the target): η's target z has
+    conditional variance 1 − γ²/Σ_t; b's target m ± γ̇z has an infinite γ̇² at the ends, but the
+    antithetic pair x_t^± cancels the γ̇z noise to first order (γ̇γ stays bounded), leaving that of
+    m = x₁ − x₀: Var(m | x_t) = 1 + σ² − (σ²t − (1 − t))²/Σ_t. The score s = −η/γ is checked
+    through η (dividing by γ → 0 at the ends would make its integral infinite).
     """
     model = interpolant_gaussian.model
-    rng = np.random.default_rng(7)
-    for t in (0.2, 0.5, 0.8):
-        err_b, err_s = _field_errors(model, t, rng)
-        assert err_b < 0.05, (t, err_b)
-        assert err_s < 0.2, (t, err_s)
+    gamma, var_t = _interp_coefficients(T_GRID)
+    var_eta = np.mean(1 - gamma**2 / var_t)
+    var_m = np.mean(1 + SIG1**2 - (SIG1**2 * T_GRID - (1 - T_GRID)) ** 2 / var_t)
+    for fn, exact, var, name in (
+        (model.velocity, _interp_exact_b, var_m, "b"),
+        (model.denoiser, _interp_exact_eta, var_eta, "eta"),
+    ):
+        err, se = integrated_error(fn, exact, _interp_sample_x, seed=7)
+        module = model.b if name == "b" else model.eta
+        rate = n_parameters(module) * var / N_INTERP_DATA
+        assert err <= rate + 4 * se, (name, err, se, rate)
 
 
 def test_interpolant_escort_and_score_are_finite_everywhere(interpolant_gaussian):
@@ -393,10 +487,10 @@ def test_interpolant_data_to_data_runs():
     )
     assert np.all(np.isfinite(state.history["loss"]))
     rng = np.random.default_rng(10)
-    err_init, _ = _field_errors(interp, 0.5, rng)
-    err_b, _ = _field_errors(state.model, 0.5, rng)
+    (err_init, _), _ = _field_errors(interp, 0.5, rng)
+    (err_b, se_b), _ = _field_errors(state.model, 0.5, rng)
     assert err_init == pytest.approx(1.0)  # b ≡ 0 at initialisation
-    assert err_b < 0.3, err_b
+    assert err_b < err_init - 4 * se_b, (err_b, se_b)  # training reduced the error
     with pytest.raises(ValueError, match="Gaussian source"):
         state.model.as_cnf()
 

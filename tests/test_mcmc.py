@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from counting import Counter, counting_system
 
 from boltzgen.estimators import weighted_mean
 from boltzgen.mcmc import ais, coulomb_reference
@@ -58,18 +59,21 @@ def test_ais_gaussians_known_ratio(kernel):
 
 
 def test_ais_identical_densities_zero_weights():
+    # Counted densities: each evaluation of log π_λ evaluates both, so the reported cost must
+    # equal the configurations each of them received.
+    logp_0, logp_1 = Counter(_std_normal_logp, 1), Counter(_std_normal_logp, 1)
     r = ais(
         jax.random.key(1),
-        log_density_0=_std_normal_logp,
+        log_density_0=logp_0,
         sample_0=_sample_std_normal,
-        log_density_1=_std_normal_logp,
+        log_density_1=logp_1,
         n_chains=64,
         n_steps=20,
         n_leapfrog=3,
     )
     np.testing.assert_array_equal(r.log_weights, np.zeros(64))
     assert r.log_z_ratio == 0.0 and r.log_z_ratio_stderr == 0.0
-    assert r.n_energy_evals == 64 * (1 + 20 * (3 + 1))
+    assert r.n_energy_evals == logp_1.n == logp_0.n > 0
 
 
 def test_fixed_step_size_sequence_is_used_as_given():
@@ -186,19 +190,20 @@ def test_state_keeps_dtype_and_shape_under_scan(x64, kernel):
 
 @pytest.fixture(scope="module")
 def coulomb_2_2():
-    system = CoulombGas(2, 2)
-    return system, coulomb_reference(
+    system, energy = counting_system(CoulombGas(2, 2))
+    r = coulomb_reference(
         system, 2.0, key=jax.random.key(10), n_chains=1024, n_steps=200, n_leapfrog=5
     )
+    return system, r, energy.n
 
 
 def test_coulomb_reference_2d_pair_matches_exact(coulomb_2_2):
-    system, r = coulomb_2_2
+    system, r, n_counted = coulomb_2_2
     assert r.ess > 100
     assert r.samples.shape == (1024, 2, 2)
     np.testing.assert_allclose(r.weights_normalised.sum(), 1.0, rtol=1e-12)
     assert abs(r.log_z - system.exact_log_z(2.0)) < 4 * r.log_z_stderr
-    assert r.n_energy_evals == (128 + 1024) * (1 + 200 * 6)
+    assert r.n_energy_evals == n_counted  # pilot and main run, as evaluated
     assert r.wall_time > 0
 
 
@@ -221,7 +226,7 @@ def _virial_residual(system, beta, r):
 
 
 def test_virial_identity_reweighted_samples(coulomb_2_2):
-    system, r = coulomb_2_2
+    system, r, _ = coulomb_2_2
     resid, se = _virial_residual(system, 2.0, r)
     assert abs(resid) < 4 * se
 

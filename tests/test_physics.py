@@ -36,12 +36,20 @@ def test_importance_log_z_matches_exact_pair_integral(dim, beta):
     # BAR between q and the neural-MCMC samples of p, and the refined estimate.
     for m in ("bar", "refined_nmcmc"):
         within_sigmas(r.estimates[m].log_z, system.exact_log_z(beta), r.estimates[m].log_z_stderr)
-    assert r.estimates["forward_bound_refined"].log_z > system.exact_log_z(beta) - 4 * (
-        r.estimates["forward_bound_refined"].log_z_stderr
-    )
-    # The variational bound is an upper bound on βF: never below exact beyond its error.
+    # The lower bound on βF from the neural-MCMC samples of p sits KL(p‖q) above ln Z, and
+    # 0 ≤ KL(p‖q) ≤ D₂(p‖q) = ln E_q[(p/q)²] = −ln(ESS/n) (Rényi divergences increase with the
+    # order; the Kish ESS fraction of the 16 384 samples of q estimates e^{−D₂}): both sides.
+    exact = system.exact_log_z(beta)
+    f = r.estimates["forward_bound_refined"]
+    assert f.log_z > exact - 4 * f.log_z_stderr
+    assert f.log_z - exact < -math.log(e.extra["ess_fraction"]) + 4 * f.log_z_stderr
+    # The variational bound is an upper bound on βF: never below exact beyond its error. Its gap
+    # KL(q‖p) ≤ D₂(q‖p) has no usable estimate (it needs samples of p where q ≫ p; from samples
+    # of q, ln Z + ln mean(e^{−w}) is dominated by near-collisions, hundreds of nats); on the
+    # same samples it is below the importance estimate (Jensen).
     v = r.estimates["variational"]
-    assert v.beta_f > -system.exact_log_z(beta) - 4 * v.beta_f_stderr
+    assert v.beta_f > -exact - 4 * v.beta_f_stderr
+    assert v.log_z <= e.log_z
 
 
 @pytest.fixture(scope="module")

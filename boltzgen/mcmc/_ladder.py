@@ -57,7 +57,8 @@ class LadderResult:
         statistical_inefficiency: g_k of the recorded ln V traces, per state, shape ``(K,)``.
         acceptance: mean HMC acceptance per state after burn-in, shape ``(K,)``.
         step_sizes: the frozen HMC step size per state, shape ``(K,)``.
-        n_energy_evals: energy+gradient evaluations over all chains and states.
+        n_energy_evals: energy evaluations over all chains and states: energy+gradient in the
+            HMC moves, energy alone for the burn-in weights and the records.
         wall_time: seconds (compilation excluded).
         compile_time: seconds spent compiling.
     """
@@ -296,7 +297,11 @@ def coupling_ladder(
         statistical_inefficiency=g,
         acceptance=np.asarray(acc_sum) / max(n_records * thin, 1),
         step_sizes=np.asarray(eps),
-        n_energy_evals=int(n_states * n_chains * n_moves * (n_leapfrog + 1)),
+        # per chain and state: n_leapfrog + 1 energy+gradient evaluations per HMC move, one
+        # V_C per burn-in step (the weight increment) and one T, V_C per record
+        n_energy_evals=int(
+            n_states * n_chains * (n_moves * (n_leapfrog + 1) + n_warmup + n_records)
+        ),
         wall_time=t2 - t1,
         compile_time=t1 - t0,
     )

@@ -342,7 +342,8 @@ def particle_mcmc(
 
         bar = progress_bar(progress, n_warmup + n_kept * thin, f"{kernel} (particles)")
         shown = bar if progress else None
-        (state, da), _ = run_scans(warm_c, (init_c(x0), da0), warm_keys, warm_sizes, bar=shown)
+        # state0 (one energy+gradient per chain) starts the chains: evaluated once, as counted
+        (state, da), _ = run_scans(warm_c, (state0, da0), warm_keys, warm_sizes, bar=shown)
         eps = jnp.exp(da.log_step_avg) if n_warmup > 0 else eps0
         carry = (state, eps.astype(dtype), acc0, bad0)
         carry, outs = run_scans(
