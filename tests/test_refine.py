@@ -155,6 +155,19 @@ def test_reused_move_density_matches_fresh_evaluation(kernel="hmc"):
     assert log_q.n - n_a == 64 * 12
 
 
+def _assert_coverage(log_z, stderr, m, log_w, n_groups):
+    """Fraction of |ln Ẑ − ln 2π| ≤ stderr against the delta-method coverage of m weights.
+
+    The target comes from the weights' sample moments (tests/stat_theory.py), the band is
+    binomial over ``n_groups`` intervals. Returns (coverage, target).
+    """
+    coverage = np.mean(np.abs(log_z - math.log(2 * math.pi)) <= stderr)
+    target = delta_method_coverage(m, *sample_moments(np.exp(log_w - log_w.max())))
+    band = binomial_band(target, n_groups)
+    assert abs(coverage - target) <= band, (coverage, target, band)
+    return coverage, target
+
+
 def _check_ais_coverage(seed):
     # 1000 independent groups of 128 chains in ONE run (fixed pilot step sizes, so groups are
     # independent); each group's ln Ẑ ± stderr. The 1σ delta-method interval covers the exact
@@ -179,12 +192,7 @@ def _check_ais_coverage(seed):
     wn = np.exp(w - w.max(axis=1, keepdims=True))
     wn /= wn.sum(axis=1, keepdims=True)
     assert np.min(1.0 / np.sum(wn**2, axis=1)) > 60  # delta method in its regime
-    exact = math.log(2 * math.pi)
-    coverage = np.mean(np.abs(log_z - exact) <= stderr)
-    target = delta_method_coverage(m, *sample_moments(np.exp(w - w.max())))
-    band = binomial_band(target, n_groups)
-    assert abs(coverage - target) <= band, (coverage, target, band)
-    return coverage, target
+    return _assert_coverage(log_z, stderr, m, w, n_groups)
 
 
 def test_ais_coverage_of_delta_method_interval():
@@ -245,11 +253,7 @@ def _check_smc_coverage(seed):
     lz = r.diagnostics["log_z_replicas"].reshape(n_groups, n_rep)
     log_z = np.logaddexp.reduce(lz, axis=1) - math.log(n_rep)
     stderr = np.array([importance_stderr(row) for row in lz])
-    coverage = np.mean(np.abs(log_z - math.log(2 * math.pi)) <= stderr)
-    target = delta_method_coverage(n_rep, *sample_moments(np.exp(lz - lz.max())))
-    band = binomial_band(target, n_groups)
-    assert abs(coverage - target) <= band, (coverage, target, band)
-    return coverage, target
+    return _assert_coverage(log_z, stderr, n_rep, lz, n_groups)
 
 
 def test_smc_replica_error_bar_coverage():

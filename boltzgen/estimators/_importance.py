@@ -328,14 +328,15 @@ def reverse_importance_log_z(
     n_nan = int(np.isnan(w).sum())
     v = np.where(np.isnan(w), -np.inf, -w)  # log of the reverse weights e^{−w}
     ess_fwd = forward_ess(w) if n_nan < w.size else 0.0
+    k = pareto_k(v)
     extra = {
         "n_nonfinite": int(np.sum(np.isneginf(v))),  # NaN or +inf: zero weight, kept in M
         "n_zero_weight": int(np.sum(np.isneginf(v))) - n_nan,
         "ess_fraction": ess_fwd / w.size,
         "kish_ess": kish_ess(v),
         "low_ess": int(ess_fwd < MIN_TRUSTED_ESS),
-        "pareto_k": pareto_k(v),
-        "high_k": int(pareto_k(v) > MAX_TRUSTED_PARETO_K),
+        "pareto_k": k,
+        "high_k": int(k > MAX_TRUSTED_PARETO_K),
     }
     if n_boot > 0:
         if rng is None:
