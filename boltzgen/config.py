@@ -336,14 +336,17 @@ class RunSpec:
         }
         if getattr(self.objective, "needs_data", False):
             out["data"] = fields_of(self.objective.data)
-            matching = {"pairing": self.objective.pairing}
+            matching = {}
+            if hasattr(self.objective, "pairing"):
+                matching["pairing"] = self.objective.pairing
             if hasattr(self.objective, "gamma_scale"):
                 matching["gamma_scale"] = self.objective.gamma_scale
                 for key, name in _FEAT_KEYS.items():
                     feat = self._feat
                     if feat is not None:
                         matching[key] = getattr(feat, name)
-            out["matching"] = matching
+            if matching:
+                out["matching"] = matching
         out["estimate"] = fields_of(self.estimation)
         if self.betas is None:
             refiners = [s for s in self.stages if s.name == "refine"]
@@ -609,7 +612,7 @@ def _objective(raw: dict, system, sampler_options: dict, curve: bool):
             if section in raw:
                 raise SpecError(
                     f"section [{section}] applies to the data objectives (flow_matching, "
-                    f"interpolant); train.objective is {cls.name!r}"
+                    f"maximum_likelihood, interpolant); train.objective is {cls.name!r}"
                 )
     return build(cls, "train", values, **fixed)
 

@@ -25,7 +25,8 @@ SMALL_SAMPLER = dict(n_layers=4, hidden=16, gap=False, rotate=False)
 @pytest.mark.parametrize("dim,beta", [(2, 2.0), pytest.param(3, 5.0, marks=pytest.mark.slow)])
 def test_importance_log_z_matches_exact_pair_integral(dim, beta):
     system = CoulombGas(2, dim)
-    fast = FAST | dict(stages=(bg.stages.NeuralMCMC(n_chains=128, n_steps=50),))
+    nmcmc = bg.stages.NeuralMCMC(n_chains=128, n_steps=50, path_chains=128, path_steps=20)
+    fast = FAST | dict(stages=(nmcmc,))
     r = bg.run(
         system, beta, make_q(system, seed=1, **SMALL_SAMPLER), trainer=Trainer(steps=400),
         reference=None, seed=1, **fast,
@@ -50,6 +51,14 @@ def test_importance_log_z_matches_exact_pair_integral(dim, beta):
     v = r.estimates["variational"]
     assert v.beta_f > -exact - 4 * v.beta_f_stderr
     assert v.log_z <= e.log_z
+    # Annealed paths both ways: BAR on the path works within 4σ, −⟨A_F⟩ ≥ βF ≥ ⟨A_R⟩, and
+    # 20 moves do not loosen the single-model bracket (in expectation they tighten it).
+    within_sigmas(r.estimates["path_bar"].log_z, exact, r.estimates["path_bar"].log_z_stderr)
+    up, lo = r.estimates["path_upper_bound"], r.estimates["path_lower_bound"]
+    assert up.beta_f > -exact - 4 * up.beta_f_stderr
+    assert lo.beta_f < -exact + 4 * lo.beta_f_stderr
+    assert up.beta_f < v.beta_f + 4 * (up.beta_f_stderr + v.beta_f_stderr)
+    assert lo.beta_f > f.beta_f - 4 * (lo.beta_f_stderr + f.beta_f_stderr)
 
 
 @pytest.fixture(scope="module")

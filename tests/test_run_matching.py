@@ -242,3 +242,28 @@ def test_interpolant_feat_zero_com_double_well_pair():
     system, r = _dw_pair_run(Interpolant, stages=(FEAT(paths=512, steps=20),))
     assert "feat_bar" in r.estimates
     check(r, dw_pair_log_z(system, 1.0))
+
+
+@pytest.mark.parametrize("w", [0.0, 0.5])
+def test_maximum_likelihood_and_mixed_objective_on_two_charges(w):
+    """Forward KL (w = 0) and the forward/reverse mixture (w = 0.5) of an equivariant coupling
+    flow on Monte Carlo samples of two charges at β = 8: every estimate and bound against the
+    exact N = 2 integral, and the Kish ESS fraction of q at least twice the untrained flow's
+    (0.10 on 4096 samples, seed 0)."""
+    from boltzgen.estimators import kish_ess
+    from boltzgen.train import MaximumLikelihood
+
+    system, beta = CoulombGas(2, 2), 8.0
+    q = make_sampler(
+        "equivariant", system, key=bg._keys.RunKeys(0).init, n_layers=2, hidden=16, gap=False
+    )
+    s0 = bg.sample_log_weights(q, system, beta, 4096, key=jax.random.key(0))
+    ess0 = kish_ess(s0["log_w"]) / 4096
+    obj = MaximumLikelihood(data=DATA, reverse_weight=w)
+    r = bg.run(system, beta, q, obj, stages=(HeldOutData(),), **QUICK)
+    check(r, r.exact_log_z)
+    assert r.estimates["importance"].extra["ess_fraction"] > 2 * ess0, ess0  # training works
+    nll = np.asarray(r.train_history["nll"])
+    assert np.all(np.isfinite(nll))
+    ess = np.asarray(r.train_history["ess_fraction"])
+    assert np.all(np.isnan(ess)) == (w == 0.0)

@@ -53,6 +53,7 @@ def feat(
     log_z_a: float = 0.0,
     rng=None,
     n_boot: int = 0,
+    prefix: str = "feat",
 ) -> dict[str, Estimate]:
     """FEAT free-energy estimates of ln Z_b from forward (and reverse) path log-weights.
 
@@ -80,9 +81,11 @@ def feat(
             N(0, I); 0 also gives the relative ln(Z_b/Z_a)). Stored in ``extra["log_z_a"]``.
         rng: NumPy generator for BAR's bootstrap.
         n_boot: bootstrap resamples for BAR (0 = none).
+        prefix: the method names' prefix in place of ``feat`` (the annealed paths of
+            :class:`~boltzgen.stages.NeuralMCMC` use ``path``: ``path_bar``, ...).
 
     Returns:
-        dict method name → :class:`Estimate` (names in :data:`FEAT_METHODS`).
+        dict method name → :class:`Estimate` (names in :data:`FEAT_METHODS`, with ``prefix``).
 
     Raises:
         ValueError: empty arrays or a +inf log-weight (the message names the work argument).
@@ -105,4 +108,7 @@ def feat(
             lower,
         ]
     out.sort(key=lambda e: FEAT_METHODS.index(e.method))
-    return {e.method: _shift(e, log_z_a) for e in out}
+    out = [_shift(e, log_z_a) for e in out]
+    if prefix != "feat":
+        out = [dataclasses.replace(e, method=prefix + e.method[4:]) for e in out]
+    return {e.method: e for e in out}

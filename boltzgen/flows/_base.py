@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -12,6 +14,11 @@ class AbstractSampler(eqx.Module):
     Concrete samplers implement ``sample_and_log_prob`` and ``log_prob``; both act on a batch.
     All trainable parameters are inexact-array leaves (``eqx.partition(s, eqx.is_inexact_array)``).
     """
+
+    #: Whether ∇ log q costs about as much as one forward pass (coupling flows: yes; a CNF,
+    #: whose log q integrates an ODE with the exact divergence: no). Stages that differentiate
+    #: log q at every step (annealed paths) are on by default only for such samplers.
+    cheap_log_prob_grad: ClassVar[bool] = True
 
     @property
     def event_shape(self) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ them.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -131,6 +132,7 @@ class CNF(AbstractSampler):
             unlimited (one vectorised solve) otherwise.
     """
 
+    cheap_log_prob_grad: ClassVar[bool] = False
     field: MLPField | ParticleField | RadialBasisField | EnvironmentField | EGNNField
     log_scale: Float[Array, ""]
     shape: tuple[int, ...] = eqx.field(static=True)

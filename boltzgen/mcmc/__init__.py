@@ -11,7 +11,8 @@ zero-centre-of-mass subspace.
 Refinement of a normalised sampler q towards p with exact weights: :func:`refine_anneal` (AIS
 or SMC along q^{1-λ} p^λ) and :func:`neural_mcmc` (independent MH with proposal q plus local
 moves), both returning a
-:class:`RefineResult`.
+:class:`RefineResult`; :func:`annealed_paths` runs AIS paths from q to p and the same protocol
+reversed from samples of p, for two-sided path bounds (an :class:`AnnealedPaths`).
 
 Particles (DW4, Lennard-Jones, Coulomb): :func:`particle_mcmc` (zero-centre-of-mass HMC/MALA
 with dual-averaging step size) and :func:`mcmc_at_budget` (tuned MCMC given a budget of energy
@@ -47,6 +48,7 @@ from boltzgen.mcmc._particles import (
     mcmc_at_budget,
     particle_mcmc,
 )
+from boltzgen.mcmc._paths import AnnealedPaths, annealed_paths
 from boltzgen.mcmc._reference import (
     ReferenceResult,
     anneal_reference,
@@ -66,6 +68,7 @@ from boltzgen.mcmc._spins import (
 
 __all__ = [
     "AISResult",
+    "AnnealedPaths",
     "BudgetResult",
     "LadderResult",
     "ParticleMCMCResult",
@@ -77,6 +80,7 @@ __all__ = [
     "SpinObservables",
     "ais",
     "anneal_reference",
+    "annealed_paths",
     "beta_annealing",
     "coulomb_reference",
     "coupling_ladder",

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import jax
 import numpy as np
 
 from boltzgen import _checks
@@ -115,6 +116,12 @@ class NeuralMCMC(_Refiner):
         n_warmup: steps with step-size adaptation (None: n_steps / 4).
         recompute_log_q: re-evaluate log q at every proposal.
         precision: ``"float64"`` or ``"float32"``.
+        path_chains: annealed paths each way for the two-sided path bounds
+            (:func:`boltzgen.mcmc.annealed_paths`): AIS paths from q to p, and the same
+            protocol reversed from the chains' final states (at most ``n_chains`` of them).
+            None: 256 for a continuous system and a sampler with a cheap ∇ log q (coupling
+            flows; not a CNF), else none; 0: none.
+        path_steps: HMC moves per annealed path (``n_leapfrog`` leapfrog steps each).
     """
 
     name: ClassVar[str] = "refine"
@@ -131,6 +138,8 @@ class NeuralMCMC(_Refiner):
     n_warmup: int | None = None
     recompute_log_q: bool = False
     precision: Literal["float64", "float32"] = "float64"
+    path_chains: int | None = None
+    path_steps: int = 100
 
     def __post_init__(self):
         _checks.integer("n_chains", self.n_chains, 1)
@@ -154,6 +163,10 @@ class NeuralMCMC(_Refiner):
             raise ValueError(f"n_warmup must be <= n_steps = {self.n_steps}, got {self.n_warmup}")
         _checks.boolean("recompute_log_q", self.recompute_log_q)
         _checks.choice("precision", self.precision, ("float64", "float32"))
+        _checks.integer("path_chains", self.path_chains, 0, optional=True)
+        if self.path_chains == 1:
+            raise ValueError("path_chains must be 0 (no paths) or >= 2, got 1")
+        _checks.integer("path_steps", self.path_steps, 1)
 
     def check(self, system, sampler, objective) -> None:
         """A discrete system has no gradient: its local kernel must be ``none`` (or auto)."""
@@ -162,9 +175,83 @@ class NeuralMCMC(_Refiner):
                 f"refine.local_kernel {self.local_kernel!r} needs gradients; {system.kind!r} is "
                 "discrete: use 'none'"
             )
+        if _discrete(system) and self.path_chains:
+            raise ValueError(
+                f"refine.path_chains = {self.path_chains}: annealed paths need gradients; "
+                f"{system.kind!r} is discrete: use 0"
+            )
+        if self.n_paths(system, sampler) and self.n_chains < 2:
+            raise ValueError(
+                f"refine.n_chains = {self.n_chains}: the annealed paths need >= 2 reverse "
+                "starting points (or path_chains = 0)"
+            )
+
+    def n_paths(self, system, sampler=None) -> int:
+        """The number of forward annealed paths this stage runs (0: none)."""
+        if self.path_chains is None:
+            cheap = getattr(sampler, "cheap_log_prob_grad", True)
+            return 0 if _discrete(system) or not cheap else 256
+        return int(self.path_chains)
+
+    def memory_bytes(self, system) -> int:
+        """The chains' arrays plus the paths' log-weights."""
+        return super().memory_bytes(system) + 16 * (self.n_paths(system) + self.n_chains)
+
+    def __call__(self, ctx: StageContext) -> StageOutput:
+        """Refine; then, unless disabled, the two-sided annealed path bounds (``path_*``)."""
+        out = super().__call__(ctx)
+        n_paths = self.n_paths(ctx.system, ctx.sampler)
+        if not n_paths:
+            return out
+        from boltzgen.estimators import Cost, feat
+        from boltzgen.mcmc import annealed_paths
+
+        sampler, system, beta = ctx.sampler, ctx.system, ctx.beta
+        res = annealed_paths(
+            jax.random.fold_in(ctx.key, 7),
+            sample_q=lambda k, n: sampler.sample_and_log_prob(n, key=k),
+            log_q=lambda x: sampler.log_prob(x[None])[0],
+            log_density=lambda x: -beta * system.energy(x),
+            p_positions=out.refined["x"],
+            n_chains=n_paths,
+            n_steps=self.path_steps,
+            n_leapfrog=self.n_leapfrog,
+            precision=self.precision,
+            progress="paths" if ctx.progress else False,
+        )
+        cost = Cost(
+            n_energy_evals=float(res.n_energy_evals),
+            n_log_q_evals=float(res.n_log_q_evals),
+            wall_time=float(res.wall_time),
+        )
+        note = f"{res.n_steps}-step annealed paths, {res.log_w_forward.size} + "
+        note += f"{res.log_w_reverse.size}"
+        paths = feat(res.log_w_forward, res.log_w_reverse, prefix="path")
+        estimates = {
+            k: dataclasses.replace(e, cost=cost, notes=(*e.notes, note)) for k, e in paths.items()
+        }
+        refined = dict(out.refined)
+        refined.update(
+            path_log_w_forward=res.log_w_forward,
+            path_log_w_reverse=res.log_w_reverse,
+            path_schedule=res.schedule,
+            path_step_sizes=res.step_sizes,
+            path_acceptance_forward=res.acceptance_forward,
+            path_acceptance_reverse=res.acceptance_reverse,
+        )
+        refined["attrs"] = {
+            **refined["attrs"],
+            "path_n_steps": res.n_steps,
+            "path_n_energy_evals": res.n_energy_evals,
+            "path_n_log_q_evals": res.n_log_q_evals,
+            "path_wall_time": res.wall_time,
+        }
+        return StageOutput({**out.estimates, **estimates}, refined, out.observables)
 
     def _options(self, system) -> dict:
         out = super()._options(system)
+        out.pop("path_chains")
+        out.pop("path_steps")
         kernel = out["local_kernel"]
         if kernel == "auto":
             kernel = "none" if _discrete(system) else "mala"

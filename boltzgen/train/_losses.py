@@ -43,7 +43,7 @@ def _penalty(a, ok):
     return jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0) + PENALTY_NATS)
 
 
-def reverse_kl_loss(sampler, energy_fn, beta, *, key, batch_size: int):
+def reverse_kl_loss(sampler, energy_fn, beta, *, key, batch_size: int, path_gradient=False):
     """Reverse KL up to a constant: the variational free energy E_q[u(x) + ln q(x)] ≥ βF.
 
     Reparametrised gradient (x = f_θ(z), z ~ base) for the samples with a finite energy. A
@@ -60,12 +60,19 @@ def reverse_kl_loss(sampler, energy_fn, beta, *, key, batch_size: int):
         beta: inverse temperature (an array leaf, so changing it does not recompile).
         key: PRNG key.
         batch_size: number of samples of q per step.
+        path_gradient: differentiate ln q only through x ("sticking the landing"): the term
+            ∇_θ ln q_θ(x)|_x, whose expectation under q is zero, is dropped, which removes its
+            variance (the gradient vanishes sample by sample when q = p). Costs one more
+            (inverse) pass of the flow per step; the value of the loss is unchanged.
 
     Returns:
         ``(loss, aux)`` with aux = dict(n_nonfinite, log_w) for logging; log_w is −∞ (zero
         weight) at every sample not counted as finite.
     """
     x, log_q = sampler.sample_and_log_prob(batch_size, key=key)
+    if path_gradient:
+        lq_x = _frozen(sampler).log_prob(x)  # depends on θ only through x
+        log_q = jax.lax.stop_gradient(log_q) + lq_x - jax.lax.stop_gradient(lq_x)
     u, bad_e = _energies(energy_fn, x, beta)
     good_q = jnp.isfinite(log_q)
     a = u + log_q

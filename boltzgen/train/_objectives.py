@@ -22,6 +22,7 @@ energy while training.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -144,13 +145,17 @@ class ReverseKL(_EnergyObjective):
     Attributes:
         beta_anneal: fraction f of the steps over which β ramps up linearly from 0
             (β_t = β · min(1, (t + 1)/(f · steps)); 0 = off).
+        path_gradient: differentiate ln q only through the sample x (drop the zero-mean score
+            term; one more inverse pass per step). See ``_losses.reverse_kl_loss``.
     """
 
     name: ClassVar[str] = "reverse_kl"
     beta_anneal: float = 0.0
+    path_gradient: bool = False
 
     def __post_init__(self):
         _check_anneal(self.beta_anneal)
+        _checks.boolean("path_gradient", self.path_gradient)
 
     def check(self, system, sampler) -> None:
         """Continuous systems only (a discrete sample cannot be reparametrised)."""
@@ -161,6 +166,8 @@ class ReverseKL(_EnergyObjective):
             )
 
     def _loss_fn(self):
+        if self.path_gradient:
+            return functools.partial(_losses.reverse_kl_loss, path_gradient=True)
         return _losses.reverse_kl_loss
 
 
@@ -513,6 +520,79 @@ class _AsCNF:
         return model.as_cnf(n_steps=self.n_steps, solver=self.solver)
 
 
+@dataclass(frozen=True)
+class MaximumLikelihood(AbstractObjective):
+    r"""Forward KL on Monte Carlo samples of p, optionally mixed with reverse KL.
+
+    With w = ``reverse_weight``, the loss of one step is
+
+        L(θ) = (1 − w) · mean_{x ∈ data batch}[−ln q_θ(x)] + w · mean_{x ~ q_θ}[u(x) + ln q_θ(x)],
+
+    the first term KL(p‖q) + H(p) (maximum likelihood: mass-covering), the second
+    KL(q‖p) + βF (reverse KL, reparametrised: mode-seeking but exact in the energy). w = 0 is
+    pure maximum likelihood and evaluates no energy while training; 0 < w < 1 is the mixture
+    Boltzmann generators combine. Any sampler with an exact, differentiable ln q (coupling
+    flows; a CNF works but each step solves its ODE backwards).
+
+    Attributes:
+        data: how the Monte Carlo samples of p are made (their held-out part gives the lower
+            bound and BAR in the run, as for the other data objectives).
+        reverse_weight: w ∈ [0, 1).
+    """
+
+    name: ClassVar[str] = "maximum_likelihood"
+    needs_data: ClassVar[bool] = True
+    info_keys: ClassVar[tuple[str, ...]] = ("nll", "ess_fraction", "n_nonfinite")
+    data: HMCData = field(default_factory=HMCData)
+    reverse_weight: float = 0.0
+
+    def __post_init__(self):
+        _checks.number("reverse_weight", self.reverse_weight, low=0.0, high=1.0, high_open=True)
+
+    def check(self, system, sampler) -> None:
+        """A continuous particle system (the Monte Carlo data) and a sampler with log_prob."""
+        self.data.check(system)
+        if getattr(system, "discrete", False):
+            raise ValueError(
+                f"objective {self.name!r} trains a continuous flow; {system.kind!r} is discrete"
+            )
+
+    def prepare(self, sampler, system, beta, *, key, init_key=None, progress=True) -> Task:
+        """Draw the Monte Carlo data; the task trains ``sampler`` on them (and on the energy)."""
+        data = self.data.sample(system, beta, key=key, progress=progress)
+        return self.data_task(sampler, system, beta, data)
+
+    def data_task(self, sampler, system, beta, data: MonteCarloData) -> Task:
+        """The task for given Monte Carlo ``data`` (no sampling)."""
+        from boltzgen.flows._nn import param_dtype
+
+        x = jnp.asarray(data.train, dtype=param_dtype(sampler))
+        inputs = {"data": x, "beta": jnp.asarray(beta, jnp.float32)}
+        return Task(model=sampler, inputs=inputs, energy=system.energy, data=data)
+
+    def loss(self, model, inputs, step_inputs, key, batch_size: int, task: Task):
+        """The mixed loss on one data minibatch and (w > 0) one batch of q."""
+        k_data, k_q = jax.random.split(key)
+        data = inputs["data"]
+        idx = jax.random.randint(k_data, (batch_size,), 0, data.shape[0])
+        log_q = model.log_prob(data[idx])
+        ok = jnp.isfinite(log_q)
+        nll = -jnp.sum(jnp.where(ok, log_q, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+        w = self.reverse_weight
+        if w > 0:
+            rkl, aux = _losses.reverse_kl_loss(
+                model, task.energy, inputs["beta"], key=k_q, batch_size=batch_size
+            )
+            loss = (1 - w) * nll + w * rkl
+            ess, bad = _kish_fraction(aux["log_w"]), aux["n_nonfinite"]
+        else:
+            loss = nll
+            ess = jnp.full((), jnp.nan, nll.dtype)
+            bad = jnp.zeros((), jnp.int32)
+        bad = bad + jnp.sum(~ok).astype(jnp.int32)
+        return loss, dict(nll=nll, ess_fraction=ess, n_nonfinite=bad)
+
+
 def default_objective(system) -> AbstractObjective:
     """:class:`Reinforce` for discrete (spin) systems, :class:`ReverseKL` otherwise."""
     return Reinforce() if getattr(system, "discrete", False) else ReverseKL()
@@ -520,7 +600,8 @@ def default_objective(system) -> AbstractObjective:
 
 #: Objectives by their run-spec name (the config layer's look-up).
 OBJECTIVE_CLASSES: dict[str, type[AbstractObjective]] = {
-    c.name: c for c in (ReverseKL, Reinforce, BetaRange, FlowMatching, Interpolant)
+    c.name: c
+    for c in (ReverseKL, Reinforce, BetaRange, FlowMatching, Interpolant, MaximumLikelihood)
 }
 
 __all__ = [
@@ -528,6 +609,7 @@ __all__ = [
     "BetaRange",
     "FlowMatching",
     "Interpolant",
+    "MaximumLikelihood",
     "OBJECTIVE_CLASSES",
     "Reinforce",
     "ReverseKL",
