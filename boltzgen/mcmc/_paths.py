@@ -25,24 +25,30 @@ chains) the lower bound is only as good as those samples. Both bounds tighten as
 gaps are the KL divergences between the forward and reverse path measures, which vanish like
 1/K for a smooth schedule.
 
-In the reverse run the p-invariant move T_K is applied first; the schedule is given to the
-shared annealing scan as μ = 1 − λ on the grid (0, 0, 1 − λ_{K−1}, …, 1 − λ_0), whose first step
-has a zero increment and moves with T_K, so the kernel sequence is exactly T_K, …, T_1 (its last
-move, at μ = 1, does not enter the weight).
+One program serves all three runs (a pilot that adapts the step sizes, the forward run, the
+reverse run): the same chunked scan of :func:`~boltzgen.mcmc.kernels.ais_step` with π_0 = q,
+π_1 = p, the λ grid, the step sizes and a flag "adapt" as inputs, so it is compiled once. The
+forward grid is (0, 0, λ_1, …, λ_K) and the reverse grid (1, 1, λ_{K−1}, …, λ_0): each has K + 1
+moves, the first with a zero increment, so the kernels are T_0, T_1, …, T_K forward and
+T_K, …, T_1, T_0 in reverse (T_0 at the end of either does not enter its weight), exactly each
+other's reversal. log q is evaluated after every move (not recovered from the move's density:
+at λ = 1 that recovery is undefined, and the reverse run starts there).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from boltzgen.mcmc._ais import AISState, ais_init, ais_step, annealing_schedule
 from boltzgen.mcmc._checks import check_int, check_precision
-from boltzgen.mcmc._moves import TARGET_ACCEPT, check_kernel
-from boltzgen.mcmc._refine import _anneal_once, refine_anneal
+from boltzgen.mcmc._moves import TARGET_ACCEPT, adapt_step_size, check_kernel, scale_step_size
+from boltzgen.mcmc._scan import compile_scans, progress_bar, run_scans, split_evenly
 
 __all__ = ["AnnealedPaths", "annealed_paths"]
 
@@ -138,74 +144,94 @@ def annealed_paths(
     check_kernel(kernel)
     check_precision(precision)
     n_chains = check_int("n_chains", n_chains, 2)
+    n_leapfrog = check_int("n_leapfrog", n_leapfrog)
     x_p = np.asarray(p_positions)
     if x_p.ndim < 1 or x_p.shape[0] < 2:
         raise ValueError(f"p_positions needs at least 2 samples of p, got shape {x_p.shape}")
     if target_accept is None:
         target_accept = TARGET_ACCEPT[kernel]
+    lam = annealing_schedule(n_steps, schedule, power)
+    k = lam.size - 1
     label = progress if isinstance(progress, str) else "paths"
-    fwd = refine_anneal(
-        jax.random.fold_in(key, 0),
-        sample_q=sample_q,
-        log_q=log_q,
-        log_density=log_density,
-        n_chains=n_chains,
-        n_steps=n_steps,
-        schedule=schedule,
-        power=power,
+    dtype = jnp.float64 if precision == "float64" else jnp.float32
+    m_r = x_p.shape[0]
+    grid_f = np.concatenate([[0.0], lam])  # K + 1 moves: T_0, T_1, ..., T_K
+    grid_r = np.concatenate([[1.0], lam[::-1]])  # T_K, ..., T_1, T_0
+    step_kw = dict(
+        log_density_0=log_q,
+        log_density_1=log_density,
         kernel=kernel,
         n_leapfrog=n_leapfrog,
-        target_accept=target_accept,
-        pilot_chains=pilot_chains,
-        precision=precision,
-        progress=f"{label} forward" if progress else False,
+        target_accept=float(target_accept),
+        reuse_move_density=False,
     )
-    lam = np.asarray(fwd.diagnostics["schedule"], np.float64)
-    eps = np.asarray(fwd.diagnostics["step_sizes"], np.float64)
-    k = lam.size - 1
-    mu = np.concatenate([[0.0, 0.0], 1.0 - lam[::-1][1:]])
-    mu[-1] = 1.0
-    eps_rev = np.concatenate([eps[::-1], eps[:1]])
-    m_r = x_p.shape[0]
-    dtype = jnp.float64 if precision == "float64" else jnp.float32
 
-    def sample_p(_key, n):
-        x = jnp.asarray(x_p, dtype)
-        return x, jax.vmap(log_density)(x)
+    def init(x, eps0):
+        st = ais_init(x, log_density_0=log_q, log_density_1=log_density, step_size=eps0)
+        return st._replace(step_size=jnp.asarray(eps0, dtype))
+
+    def body(carry, xs):
+        state, adapt = carry
+        key, lp, ln, eps = xs
+        e = jnp.where(adapt, state.step_size, eps)
+        new, info = ais_step(key, state, lp, ln, step_size=e, **step_kw)
+        nxt = jnp.where(adapt, adapt_step_size(e, info.acceptance, target_accept), e)
+        return (new._replace(step_size=nxt.astype(dtype)), adapt), info
 
     with jax.enable_x64(precision == "float64"):
-        host, info, wall, comp, _ = _anneal_once(
-            jax.random.fold_in(key, 1),
-            sample_q=sample_p,
-            log_q=log_density,
-            log_density=log_q,
-            n_chains=m_r,
-            lam=mu,
-            kernel=kernel,
-            n_leapfrog=n_leapfrog,
-            step_size=eps_rev,
-            target_accept=target_accept,
-            adapt_rate=1.0,
-            n_replicas=1,
-            resample_threshold=None,
-            reuse_move_density=False,
-            dtype=dtype,
-            progress=f"{label} reverse" if progress else False,
-            label=f"{label} reverse",
-        )
+        k_q, k_pilot, k_fwd, k_rev = jax.random.split(key, 4)
+        xq, _ = sample_q(k_q, 2 * n_chains)
+        xq = jnp.asarray(xq, dtype)
+        x_pilot, x_fwd = xq[:n_chains], xq[n_chains:]
+        eps0 = scale_step_size(x_fwd)
+        sizes = split_evenly(k + 1, 25)
+        compiled: dict = {}
+        compile_time = [0.0]
+
+        def run(name, k_run, x, grid, eps, adapt):
+            xs = (
+                jax.random.split(k_run, k + 1),
+                jnp.asarray(grid[:-1], dtype),
+                jnp.asarray(grid[1:], dtype),
+                jnp.asarray(eps, dtype),
+            )
+            if x.shape[0] not in compiled:  # one program per number of chains
+                tc = time.perf_counter()
+                init_c = jax.jit(init).lower(x, eps0).compile()
+                carry = (jax.eval_shape(init, x, eps0), jnp.asarray(True))
+                compiled[x.shape[0]] = (init_c, compile_scans(body, carry, xs, sizes))
+                compile_time[0] += time.perf_counter() - tc
+            init_c, chunks = compiled[x.shape[0]]
+            bar = progress_bar(f"{label} {name}" if progress else False, k + 1, f"{label} {name}")
+            carry, infos = run_scans(
+                chunks, (init_c(x, eps0), jnp.asarray(adapt)), xs, sizes, bar=bar
+            )
+            bar.close()
+            info = jax.tree.map(lambda *a: np.concatenate([np.asarray(v) for v in a]), *infos)
+            state: AISState = carry[0]
+            return np.asarray(state.chains.log_weight, np.float64), info
+
+        t1 = time.perf_counter()
+        _, pinfo = run("pilot", k_pilot, x_pilot, grid_f, np.zeros(k + 1), True)
+        eps = np.asarray(pinfo.step_size, np.float64)  # ε of each forward move T_0 ... T_K
+        w_f, finfo = run("forward", k_fwd, x_fwd, grid_f, eps, False)
+        w_r, rinfo = run("reverse", k_rev, jnp.asarray(x_p, dtype), grid_r, eps[::-1], False)
+        wall = time.perf_counter() - t1 - compile_time[0]
     n_grad = n_leapfrog if kernel == "hmc" else 1
-    # reverse, per chain: log p at x_K, then per move n_grad gradients of both and one more
-    # evaluation of both at the new position (the next increment and gradient)
+    # per chain: ln p and ln q with gradients at the start, then per move n_grad gradients of
+    # both and one more evaluation of both at the new position (pilot and forward: M each;
+    # reverse: M_R); ln q also once per forward or pilot chain when q is sampled
     per_chain = 1 + (k + 1) * (n_grad + 1)
+    n_eval = (2 * n_chains + m_r) * per_chain
     return AnnealedPaths(
-        log_w_forward=np.asarray(fwd.log_weights, np.float64),
-        log_w_reverse=np.asarray(host["log_weight"], np.float64),
+        log_w_forward=w_f,
+        log_w_reverse=w_r,
         schedule=lam,
-        step_sizes=eps,
-        acceptance_forward=np.asarray(fwd.diagnostics["acceptance"], np.float64),
-        acceptance_reverse=np.asarray(info.acceptance, np.float64),
-        n_energy_evals=int(fwd.n_energy_evals + m_r * per_chain),
-        n_log_q_evals=int(fwd.n_log_q_evals + m_r * per_chain),
-        wall_time=float(fwd.wall_time + wall),
-        compile_time=float(fwd.compile_time + comp),
+        step_sizes=eps[1:],
+        acceptance_forward=np.asarray(finfo.acceptance, np.float64)[1:],
+        acceptance_reverse=np.asarray(rinfo.acceptance, np.float64),
+        n_energy_evals=int(n_eval),
+        n_log_q_evals=int(n_eval + 2 * n_chains),
+        wall_time=float(wall),
+        compile_time=float(compile_time[0]),
     )
