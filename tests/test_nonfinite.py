@@ -55,7 +55,7 @@ def test_training_moves_out_of_the_forbidden_region_and_estimates_stay_right():
         1.0,
         trainer=Trainer(steps=100, batch_size=128),
         estimation=bg.Estimation(n_samples=4096, n_boot=0),
-        stages=(NeuralMCMC(n_chains=64, n_steps=20),),
+        stages=(NeuralMCMC(n_chains=64, n_steps=20, path_chains=0),),  # paths: test_paths.py
         reference=None,
         progress=False,
     )

@@ -2,6 +2,7 @@
 
 import math
 
+import h5py
 import numpy as np
 import pytest
 from conftest import make_q, within_sigmas
@@ -23,7 +24,7 @@ SMALL_SAMPLER = dict(n_layers=4, hidden=16, gap=False, rotate=False)
 
 
 @pytest.mark.parametrize("dim,beta", [(2, 2.0), pytest.param(3, 5.0, marks=pytest.mark.slow)])
-def test_importance_log_z_matches_exact_pair_integral(dim, beta):
+def test_importance_log_z_matches_exact_pair_integral(dim, beta, tmp_path):
     system = CoulombGas(2, dim)
     nmcmc = bg.stages.NeuralMCMC(n_chains=128, n_steps=50, path_chains=128, path_steps=20)
     fast = FAST | dict(stages=(nmcmc,))
@@ -59,6 +60,12 @@ def test_importance_log_z_matches_exact_pair_integral(dim, beta):
     assert lo.beta_f < -exact + 4 * lo.beta_f_stderr
     assert up.beta_f < v.beta_f + 4 * (up.beta_f_stderr + v.beta_f_stderr)
     assert lo.beta_f > f.beta_f - 4 * (lo.beta_f_stderr + f.beta_f_stderr)
+    r.save(tmp_path / "r.h5")  # the paths' log-weights and settings reach /refine
+    with h5py.File(tmp_path / "r.h5") as h5:
+        g = h5["refine"]
+        assert g["path_log_w_forward"].shape == (128,) and g["path_log_w_reverse"].shape == (128,)
+        assert g["path_schedule"].shape == (21,) and g.attrs["path_n_steps"] == 20
+        assert -np.mean(g["path_log_w_forward"][()]) == pytest.approx(up.beta_f)
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,7 @@ SMALL_RUN = dict(
     "stage",
     [
         pytest.param(bg.stages.SMC(n_chains=512, n_steps=20), marks=pytest.mark.slow),
-        bg.stages.NeuralMCMC(n_chains=128, n_steps=40),
+        bg.stages.NeuralMCMC(n_chains=128, n_steps=40, path_chains=0),  # paths: test_physics
     ],
 )
 def test_run_with_refinement_on_a_gaussian(tmp_path, stage):
