@@ -51,6 +51,9 @@ SECTIONS = (
     "reference",
 )
 
+#: Fields of data objectives written under ``[train]`` (their others are [data] / [matching]).
+_DATA_OBJECTIVE_TRAIN_KEYS = ("reverse_weight",)
+
 #: ``[matching]`` keys that go to the FEAT stage, with the stage's field names.
 _FEAT_KEYS = {"feat_paths": "paths", "feat_steps": "steps", "feat_eps": "eps"}
 
@@ -326,7 +329,9 @@ class RunSpec:
         """The spec as run, section by section, from the objects (defaults filled in)."""
         ens = {"betas": list(self.betas)} if self.betas is not None else {"beta": self.beta}
         ens["indistinguishable"] = self.indistinguishable
-        own = {} if getattr(self.objective, "needs_data", False) else fields_of(self.objective)
+        own = fields_of(self.objective)
+        if getattr(self.objective, "needs_data", False):  # the rest is in [data] / [matching]
+            own = {k: v for k, v in own.items() if k in _DATA_OBJECTIVE_TRAIN_KEYS}
         train = {"objective": self.objective.name, **own, **fields_of(self.trainer)}
         out = {
             "system": dict(self.system_params),

@@ -440,3 +440,22 @@ def test_sigterm_stops_cleanly_with_exit_143(tmp_path):
     assert err.strip().splitlines()[-1] == "boltzgen: terminated (SIGTERM)"
     assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ['train.objective="maximum_likelihood"', "train.reverse_weight=0.5", "data.n_samples=64"],
+        ["train.path_gradient=true", "refine.path_chains=32", "refine.path_steps=7"],
+    ],
+)
+def test_new_objective_and_path_settings_survive_the_written_spec(overrides):
+    """The spec a run writes (to_toml) rebuilds the same objective and stages."""
+    import tomllib
+
+    from boltzgen.config import validate
+
+    spec = load_spec(None, overrides)
+    again = validate(tomllib.loads(spec.to_toml()))
+    assert again.objective == spec.objective and again.stages == spec.stages
+    assert again.objective != load_spec(None).objective
