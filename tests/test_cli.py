@@ -161,7 +161,10 @@ def test_spec_round_trips_through_toml(tmp_path):
         ("train.steps=-5", "train.steps must be an integer >= 0, got -5"),
         ("train.steps=abc", "train.steps must be an integer, got 'abc'"),
         ("train.batch_size=1.5", "train.batch_size must be an integer, got 1.5"),
-        ("train.lr=0.1", "unknown key train.lr; valid: objective, beta_anneal, path_gradient, steps"),
+        (
+            "train.lr=0.1",
+            "unknown key train.lr; valid: objective, beta_anneal, path_gradient, steps",
+        ),
         ("data.n_samples=10", r"section \[data\] applies to the data objectives"),
         ("matching.pairing=ot", r"section \[matching\] applies to the data objectives"),
         ("estimate.n_samples=100000000000", "GiB"),
