@@ -16,10 +16,10 @@ run: $(STAMP)
 	$(BIN)/boltzgen run --force --out runs/out/default.h5
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q -m slow
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check boltzgen tests benchmarks

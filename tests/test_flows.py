@@ -156,8 +156,9 @@ def test_ordering_bijection():
 # --- sample / log_prob consistency ---------------------------------------------------------------
 
 SYSTEMS = [CoulombGas(3, 2), CoulombGas(3, 1), Gaussian.isotropic(3)]
+# The equivariant flow's round trip is also checked, in float64, by test_log_det_matches_jacobian
+# (fast); its float32/float64 and gradient-structure case is slow (≈ 40 s of compilation).
 FAST = {
-    ("CoulombGas", 2, "equivariant", "spline"),
     ("CoulombGas", 1, "realnvp", "affine"),
     ("Gaussian", 1, "realnvp", "spline"),
 }
@@ -229,7 +230,10 @@ def test_round_trip_jit_and_dtypes(system, kind, transform):
     [
         lambda t: RealNVP((2,), key=jax.random.key(2), transform=t, **SMALL),
         lambda t: OrderedFlow(RealNVP((2,), key=jax.random.key(2), transform=t, **SMALL), 2, 1),
-        lambda t: EquivariantFlow(1, 2, key=jax.random.key(2), transform=t, **SMALL, **FULL),
+        pytest.param(
+            lambda t: EquivariantFlow(1, 2, key=jax.random.key(2), transform=t, **SMALL, **FULL),
+            marks=pytest.mark.slow,  # normalisation is also what the exact-ln Z runs check
+        ),
     ],
     ids=["realnvp", "ordered", "equivariant"],
 )
