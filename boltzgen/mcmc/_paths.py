@@ -111,7 +111,6 @@ def annealed_paths(
     kernel: str = "hmc",
     n_leapfrog: int = 5,
     target_accept: float | None = None,
-    pilot_chains: int | None = None,
     precision: str = "float64",
     progress: bool | str = False,
 ) -> AnnealedPaths:
@@ -130,8 +129,8 @@ def annealed_paths(
         power: exponent of the power schedule.
         kernel: ``"hmc"`` or ``"mala"``.
         n_leapfrog: leapfrog steps per HMC move.
-        target_accept: target acceptance of the pilot's step-size adaptation.
-        pilot_chains: chains of the forward pilot that fixes the step sizes (None: max(64, M/8)).
+        target_accept: target acceptance of the pilot's step-size adaptation (the pilot is a
+            forward run of ``n_chains`` paths, so that all three runs share one program).
         precision: ``"float64"`` or ``"float32"``.
         progress: progress bars (a string labels them).
 

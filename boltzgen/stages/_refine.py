@@ -25,6 +25,16 @@ def _discrete(system) -> bool:
     return bool(getattr(system, "discrete", False))
 
 
+def _densities(ctx: StageContext) -> dict:
+    """``sample_q``, ``log_q`` (one configuration) and ``log_density`` = −βE of a stage's run."""
+    sampler, system, beta = ctx.sampler, ctx.system, ctx.beta
+    return dict(
+        sample_q=lambda k, n: sampler.sample_and_log_prob(n, key=k),
+        log_q=lambda x: sampler.log_prob(x[None])[0],
+        log_density=lambda x: -beta * system.energy(x),
+    )
+
+
 class _Refiner(AbstractStage):
     """Shared parts: run the Monte Carlo function, convert its result, derive estimates."""
 
@@ -45,21 +55,9 @@ class _Refiner(AbstractStage):
     def __call__(self, ctx: StageContext) -> StageOutput:
         """Refine, and return ``refined_<method>`` with the estimates from its samples of p."""
         sampler, system, beta = ctx.sampler, ctx.system, ctx.beta
-
-        def sample_q(k, n):
-            return sampler.sample_and_log_prob(n, key=k)
-
-        def log_q(x):
-            return sampler.log_prob(x[None])[0]
-
-        def log_density(x):
-            return -beta * system.energy(x)
-
         res = self._function()(
             ctx.key,
-            sample_q=sample_q,
-            log_q=log_q,
-            log_density=log_density,
+            **_densities(ctx),
             progress=ctx.progress,
             **self._options(system),
         )
@@ -206,12 +204,9 @@ class NeuralMCMC(_Refiner):
         from boltzgen.estimators import Cost, feat
         from boltzgen.mcmc import annealed_paths
 
-        sampler, system, beta = ctx.sampler, ctx.system, ctx.beta
         res = annealed_paths(
             jax.random.fold_in(ctx.key, 7),
-            sample_q=lambda k, n: sampler.sample_and_log_prob(n, key=k),
-            log_q=lambda x: sampler.log_prob(x[None])[0],
-            log_density=lambda x: -beta * system.energy(x),
+            **_densities(ctx),
             p_positions=out.refined["x"],
             n_chains=n_paths,
             n_steps=self.path_steps,
