@@ -161,8 +161,8 @@ def run(
     """
     beta = _checks.beta(beta)
     keys = RunKeys(seed)
-    objective = default_objective(system) if objective is None else objective
     q = default_sampler(system, key=keys.init) if sampler is None else sampler
+    objective = default_objective(system, q) if objective is None else objective
     stages = default_stages(objective) if stages is None else tuple(stages)
     reference = default_reference(system) if reference == "auto" else reference
     check_pipeline(system, q, objective, trainer, estimation, stages, reference)
@@ -208,8 +208,7 @@ def _train(q, system, exact_system, beta, objective, trainer, keys, timer, **fit
             progress=fit["progress"],
         )
     with timer("train"):
-        state = trainer.fit(objective, task, key=keys.train, **fit)
-        q_trained = objective.finish(state.model, task)
+        state, q_trained = objective.fit(trainer, task, key=keys.train, **fit)
     return task, state, q_trained
 
 

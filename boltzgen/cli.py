@@ -116,6 +116,7 @@ def _cmd_run(args) -> int:
 
     remove_stale_temporaries(out)
     remove_stale_temporaries(out + ".ckpt")
+    remove_stale_temporaries(out + ".ckpt.finetune")  # a fine-tuned run's second phase
     t0 = time.perf_counter()
     try:
         result = spec.run(checkpoint=out + ".ckpt", resume=args.resume, progress=not args.quiet)

@@ -53,6 +53,8 @@ SECTIONS = (
 
 #: Fields of data objectives written under ``[train]`` (their others are [data] / [matching]).
 _DATA_OBJECTIVE_TRAIN_KEYS = ("reverse_weight",)
+#: ``[train]`` keys of the reverse-KL fine-tuning phase of a data objective (FineTuned).
+_FINETUNE_KEYS = ("finetune_steps", "finetune_learning_rate")
 
 #: ``[matching]`` keys that go to the FEAT stage, with the stage's field names.
 _FEAT_KEYS = {"feat_paths": "paths", "feat_steps": "steps", "feat_eps": "eps"}
@@ -329,23 +331,32 @@ class RunSpec:
         """The spec as run, section by section, from the objects (defaults filled in)."""
         ens = {"betas": list(self.betas)} if self.betas is not None else {"beta": self.beta}
         ens["indistinguishable"] = self.indistinguishable
-        own = fields_of(self.objective)
-        if getattr(self.objective, "needs_data", False):  # the rest is in [data] / [matching]
+        from boltzgen.train import FineTuned
+
+        obj = self.objective
+        finetune = {}
+        if isinstance(obj, FineTuned):
+            finetune = {"finetune_steps": obj.steps, "finetune_learning_rate": obj.learning_rate}
+            obj = obj.base
+        elif getattr(obj, "needs_data", False):
+            finetune = {"finetune_steps": 0}
+        own = fields_of(obj)
+        if getattr(obj, "needs_data", False):  # the rest is in [data] / [matching]
             own = {k: v for k, v in own.items() if k in _DATA_OBJECTIVE_TRAIN_KEYS}
-        train = {"objective": self.objective.name, **own, **fields_of(self.trainer)}
+        train = {"objective": obj.name, **own, **finetune, **fields_of(self.trainer)}
         out = {
             "system": dict(self.system_params),
             "ensemble": ens,
             "sampler": {"kind": self.sampler_kind, **self.sampler_options},
             "train": train,
         }
-        if getattr(self.objective, "needs_data", False):
-            out["data"] = fields_of(self.objective.data)
+        if getattr(obj, "needs_data", False):
+            out["data"] = fields_of(obj.data)
             matching = {}
-            if hasattr(self.objective, "pairing"):
-                matching["pairing"] = self.objective.pairing
-            if hasattr(self.objective, "gamma_scale"):
-                matching["gamma_scale"] = self.objective.gamma_scale
+            if hasattr(obj, "pairing"):
+                matching["pairing"] = obj.pairing
+            if hasattr(obj, "gamma_scale"):
+                matching["gamma_scale"] = obj.gamma_scale
                 for key, name in _FEAT_KEYS.items():
                     feat = self._feat
                     if feat is not None:
@@ -406,7 +417,12 @@ def validate(raw: dict) -> RunSpec:
     if curve:
         _no_single_run_pieces(raw)
     sampler_kind, sampler_options = _sampler(raw.get("sampler", {}), system, ens)
-    objective = _objective(raw, system, sampler_options, curve)
+    objective = _objective(raw, system, sampler_kind, sampler_options, curve)
+    first = getattr(objective, "base", objective)  # a FineTuned objective's first phase
+    if sampler_options.get("zero_com") == "auto" and first.name == "interpolant":
+        # The interpolant trains a CNF without a centre-of-mass split: 'auto' is the full space
+        # unless the system is translation-invariant.
+        sampler_options["zero_com"] = bool(getattr(system, "translation_invariant", False))
     trainer = _trainer(raw.get("train", {}), objective)
     estimation = _estimation(raw.get("estimate", {}))
     spec = RunSpec(
@@ -572,15 +588,55 @@ def _checked_sampler(spec: RunSpec):
         raise SpecError(_prefix("sampler", err)) from None
 
 
-def _objective(raw: dict, system, sampler_options: dict, curve: bool):
-    from boltzgen.train import OBJECTIVE_CLASSES, BetaRange, HMCData, default_objective
+def _objective(raw: dict, system, sampler_kind: str, sampler_options: dict, curve: bool):
+    """The objective of ``[train]`` (with ``finetune_*``: wrapped in FineTuned)."""
+    from boltzgen.train import FineTuned, default_objective
 
-    train = raw.get("train", {})
+    train = dict(raw.get("train", {}))
+    given = {k: train.pop(k) for k in _FINETUNE_KEYS if k in train}
+    name = train.get("objective", "auto")
+    default = None
+    if name == "auto" and not curve:
+        default = default_objective(system, sampler_kind=sampler_kind)
+    base = _base_objective(raw, train, system, sampler_options, curve, default)
+    steps = given.get("finetune_steps")
+    if steps is not None:
+        steps = _coerce("train.finetune_steps", steps, int)
+        if steps < 0:
+            raise SpecError(f"train.finetune_steps must be an integer >= 0, got {steps!r}")
+    else:
+        steps = default.steps if isinstance(default, FineTuned) else 0
+    if steps == 0:
+        if "finetune_learning_rate" in given:
+            raise SpecError("train.finetune_learning_rate needs train.finetune_steps >= 1")
+        return base
+    if not base.needs_data:
+        raise SpecError(
+            f"train.finetune_steps applies to the data objectives (flow_matching, "
+            f"maximum_likelihood, interpolant); train.objective is {base.name!r}"
+        )
+    kwargs = {"steps": steps}
+    if "finetune_learning_rate" in given:
+        kwargs["learning_rate"] = _coerce(
+            "train.finetune_learning_rate", given["finetune_learning_rate"], float
+        )
+    try:
+        return FineTuned(base, **kwargs)
+    except ValueError as err:
+        raise SpecError(f"train.{str(err).splitlines()[0]}") from None
+
+
+def _base_objective(raw, train, system, sampler_options, curve, default):
+    from boltzgen.train import OBJECTIVE_CLASSES, BetaRange, FineTuned, HMCData
+
     name = train.get("objective", "auto")
     if not isinstance(name, str):
         raise SpecError(f"train.objective must be a string, got {name!r}")
     if name == "auto":
-        cls = BetaRange if curve else type(default_objective(system))
+        if curve:
+            cls = BetaRange
+        else:
+            cls = type(default.base) if isinstance(default, FineTuned) else type(default)
     elif name in OBJECTIVE_CLASSES:
         cls = OBJECTIVE_CLASSES[name]
     else:
@@ -593,7 +649,11 @@ def _objective(raw: dict, system, sampler_options: dict, curve: bool):
         del values["beta_anneal"]
     fixed = {}
     if cls.needs_data:
-        fixed["data"] = build(HMCData, "data", raw.get("data", {}))
+        data = dict(raw.get("data", {}))
+        if default is not None and cls.name == getattr(default, "base", default).name:
+            # the default objective's own data settings, under the user's [data]
+            data = {**fields_of(getattr(default, "base", default).data), **data}
+        fixed["data"] = build(HMCData, "data", data)
         matching = dict(raw.get("matching", {}))
         for key in _FEAT_KEYS:
             matching.pop(key, None)  # the FEAT stage's keys (checked there)
@@ -623,11 +683,14 @@ def _objective(raw: dict, system, sampler_options: dict, curve: bool):
 
 
 def _trainer(train: dict, objective):
-    from boltzgen.train import Trainer
+    from boltzgen.train import FineTuned, Trainer
 
-    own = set(settable_fields(type(objective))) | {"objective"}
-    values = {k: v for k, v in train.items() if k not in own}
-    extra_valid = ["objective", *settable_fields(type(objective))]
+    base = objective.base if isinstance(objective, FineTuned) else objective
+    mine = list(settable_fields(type(base)))
+    if base.needs_data:  # the data objectives' other fields are in [data] / [matching]
+        mine = [k for k in mine if k in _DATA_OBJECTIVE_TRAIN_KEYS]
+    extra_valid = ["objective", *mine, *(_FINETUNE_KEYS if base.needs_data else ())]
+    values = {k: v for k, v in train.items() if k not in extra_valid}
     return build(Trainer, "train", values, extra_valid=extra_valid)
 
 

@@ -337,7 +337,7 @@ def test_registry():
     ising, sk = Ising(4), SherringtonKirkpatrick(6)
     assert default_sampler_kind(ising) == "pixelcnn"
     assert default_sampler_kind(sk) == "made"
-    assert default_sampler_kind(CoulombGas(3, 2)) == "equivariant"
+    assert default_sampler_kind(CoulombGas(3, 2)) == "cnf"
     key = jax.random.key(0)
     q = make_sampler("pixelcnn", ising, key=key)
     assert isinstance(q, SpinFlipSymmetric) and isinstance(q.model, PixelCNN)

@@ -284,7 +284,12 @@ CASES = [
     S("unknown sampler kind", "sampler.kind=magic", names=("sampler.kind", "'magic'")),
     S("unknown sampler option", "sampler.depthh=3", names=("depthh",)),
     S("zero hidden width", "sampler.hidden=0", names=("hidden", "got 0")),
-    S("no coupling layers", "sampler.n_layers=0", names=("n_layers", "got 0")),
+    S(
+        "no coupling layers",
+        "sampler.kind=equivariant",
+        "sampler.n_layers=0",
+        names=("n_layers", "got 0"),
+    ),
     S("negative MLP depth", "sampler.depth=-1", names=("depth", "got -1")),
     S(
         "negative CNF depth",
@@ -295,9 +300,19 @@ CASES = [
     S("zero CNF width", "sampler.kind=cnf", "sampler.hidden=0", names=("hidden", "got 0")),
     S("no CNF steps", "sampler.kind=cnf", "sampler.n_steps=0", names=("n_steps", "got 0")),
     S("unknown CNF field", "sampler.kind=cnf", "sampler.field=magic", names=("field", "'magic'")),
-    S("unknown coupling transform", "sampler.transform=weird", names=("transform", "'weird'")),
+    S(
+        "unknown coupling transform",
+        "sampler.kind=equivariant",
+        "sampler.transform=weird",
+        names=("transform", "'weird'"),
+    ),
     S("zero base scale", "sampler.base_scale=0", names=("base_scale",)),
-    S("bad sampler.rotate", "sampler.rotate=sometimes", names=("sampler.rotate", "'sometimes'")),
+    S(
+        "bad sampler.rotate",
+        "sampler.kind=equivariant",
+        "sampler.rotate=sometimes",
+        names=("sampler.rotate", "'sometimes'"),
+    ),
     S(
         "sampler that does not fit the system",
         "sampler.kind=realnvp",
@@ -344,7 +359,29 @@ CASES = [
     S("unknown train key", "train.lr=0.1", names=("train.lr",)),
     S("unknown objective", "train.objective=forward", names=("train.objective", "'forward'")),
     S("objective not a string", "train.objective=1", names=("train.objective", "got 1")),
-    S("β ramp out of range", "train.beta_anneal=-1", names=("train.beta_anneal", "-1")),
+    S(
+        "β ramp out of range",
+        "train.objective=reverse_kl",
+        "train.beta_anneal=-1",
+        names=("train.beta_anneal", "-1"),
+    ),
+    S(
+        "negative fine-tuning steps",
+        "train.finetune_steps=-1",
+        names=("train.finetune_steps", "got -1"),
+    ),
+    S(
+        "fine-tuning an energy objective",
+        "train.objective=reverse_kl",
+        "train.finetune_steps=10",
+        names=("train.finetune_steps", "'reverse_kl'"),
+    ),
+    S(
+        "fine-tuning rate without fine-tuning steps",
+        "train.finetune_steps=0",
+        "train.finetune_learning_rate=0.01",
+        names=("train.finetune_learning_rate", "train.finetune_steps"),
+    ),
     S(
         "reverse KL on spins",
         "system.kind=ising",
@@ -353,6 +390,7 @@ CASES = [
     ),
     S(
         "flow matching with a coupling flow",
+        "sampler.kind=equivariant",
         "train.objective=flow_matching",
         names=("'flow_matching'", "'cnf'"),
     ),
@@ -360,11 +398,13 @@ CASES = [
     # [data] and [matching]
     S(
         "[data] without a data objective",
+        "train.objective=reverse_kl",
         "data.n_samples=10",
         names=("[data]", "'reverse_kl'"),
     ),
     S(
         "[matching] without a data objective",
+        "train.objective=reverse_kl",
         "matching.pairing=ot",
         names=("[matching]", "'reverse_kl'"),
     ),
@@ -429,6 +469,7 @@ CASES = [
     S("no refinement chains", "refine.n_chains=0", names=("refine.n_chains", "got 0")),
     S("no refinement steps", "refine.n_steps=0", names=("refine.n_steps", "got 0")),
     S("unknown refinement method", "refine.method=magic", names=("refine.method", "'magic'")),
+    S("unknown path kernel", "refine.path_kernel=magic", names=("refine.path_kernel", "'magic'")),
     S("method not a string", "refine.method=1", names=("refine.method", "got 1")),
     S("acceptance target above 1", "refine.target_accept=1.5", names=("refine.target_accept",)),
     S("negative step size", "refine.step_size=-1", names=("refine.step_size", "-1")),

@@ -28,6 +28,8 @@ TINY = [
     "--set",
     "estimate.n_boot=10",
     "--set",
+    "sampler.kind=equivariant",  # a coupling flow trained by reverse KL: quick to compile
+    "--set",
     "sampler.n_layers=2",
     "--set",
     "sampler.hidden=8",
@@ -54,13 +56,15 @@ def test_default_spec_is_the_seed_demo():
     }
     assert spec.beta == 10.0 and spec.seed == 0
     assert isinstance(spec.reference, bg.references.TrapAIS)
-    assert spec.sampler_kind == "equivariant"
+    assert spec.sampler_kind == "cnf"
 
 
 def test_default_spec_is_the_library_default():
     """One source of defaults: the CLI's default spec builds exactly bg.run's default pieces."""
     spec = load_spec()
-    assert spec.objective == bg.train.default_objective(spec.system) == bg.train.ReverseKL()
+    assert spec.objective == bg.train.default_objective(spec.system)
+    no_holdout = bg.train.HMCData(n_holdout=0)  # the data only train q
+    assert spec.objective == bg.train.FineTuned(bg.train.FlowMatching(data=no_holdout))
     assert spec.trainer == bg.train.Trainer()
     assert spec.estimation == bg.Estimation()
     assert spec.stages == bg.stages.default_stages(spec.objective)
@@ -163,17 +167,32 @@ def test_spec_round_trips_through_toml(tmp_path):
         ("train.batch_size=1.5", "train.batch_size must be an integer, got 1.5"),
         (
             "train.lr=0.1",
-            "unknown key train.lr; valid: objective, beta_anneal, path_gradient, steps",
+            "unknown key train.lr; valid: objective, finetune_steps, finetune_learning_rate, steps",
         ),
-        ("data.n_samples=10", r"section \[data\] applies to the data objectives"),
-        ("matching.pairing=ot", r"section \[matching\] applies to the data objectives"),
+        (
+            ('train.objective="reverse_kl"', "data.n_samples=10"),
+            r"section \[data\] applies to the data objectives",
+        ),
+        (
+            ('train.objective="reverse_kl"', "matching.pairing=ot"),
+            r"section \[matching\] applies to the data objectives",
+        ),
+        ("train.pairing=ot", "unknown key train.pairing"),
+        ("train.finetune_steps=-1", "train.finetune_steps must be an integer >= 0, got -1"),
+        ("train.finetune_steps=2.5", "train.finetune_steps must be an integer, got 2.5"),
+        ("train.finetune_learning_rate=0", "train.finetune_learning_rate must be"),
+        (
+            ("train.finetune_steps=0", "train.finetune_learning_rate=0.01"),
+            "train.finetune_learning_rate needs train.finetune_steps >= 1",
+        ),
+        (
+            ('train.objective="reverse_kl"', "train.finetune_steps=10"),
+            "train.finetune_steps applies to the data objectives",
+        ),
         ("estimate.n_samples=100000000000", "GiB"),
         ("train.objective=forward", "unknown train.objective 'forward'"),
         ("sampler.kind=magic", "unknown sampler.kind 'magic'"),
-        (
-            "sampler.depthh=3",
-            "unknown parameter.*depthh for sampler 'equivariant'; valid: n_layers",
-        ),
+        ("sampler.depthh=3", "unknown parameter.*depthh for sampler 'cnf'; valid: hidden"),
         (
             "sampler.kind=realnvp",
             "sampler 'realnvp' on identical particles is reliable only in d = 1",
@@ -189,8 +208,9 @@ def test_spec_round_trips_through_toml(tmp_path):
     ],
 )
 def test_bad_specs_are_one_line_errors(override, match):
+    overrides = [override] if isinstance(override, str) else list(override)
     with pytest.raises(SpecError, match=match) as info:
-        load_spec(None, [override])
+        load_spec(None, overrides)
     assert "\n" not in str(info.value)
 
 
@@ -400,11 +420,12 @@ def test_killed_in_training_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_bool_or_auto_sampler_option():
-    assert load_spec(None, ["sampler.rotate=false"]).sampler_options["rotate"] is False
-    assert load_spec(None, ["sampler.rotate=true"]).sampler_options["rotate"] is True
-    assert load_spec(None).sampler_options["rotate"] == "auto"
+    eq = "sampler.kind=equivariant"
+    assert load_spec(None, [eq, "sampler.rotate=false"]).sampler_options["rotate"] is False
+    assert load_spec(None, [eq, "sampler.rotate=true"]).sampler_options["rotate"] is True
+    assert load_spec(None, [eq]).sampler_options["rotate"] == "auto"
     with pytest.raises(SpecError, match="sampler.rotate must be true, false or 'auto'"):
-        load_spec(None, ["sampler.rotate=sometimes"])
+        load_spec(None, [eq, "sampler.rotate=sometimes"])
 
 
 def test_stale_temporaries_of_killed_runs_are_removed(tmp_path):
@@ -449,7 +470,14 @@ def test_sigterm_stops_cleanly_with_exit_143(tmp_path):
     "overrides",
     [
         ['train.objective="maximum_likelihood"', "train.reverse_weight=0.5", "data.n_samples=64"],
-        ["train.path_gradient=true", "refine.path_chains=32", "refine.path_steps=7"],
+        [
+            'sampler.kind="equivariant"',  # a coupling flow: reverse KL by default
+            "train.path_gradient=true",
+            "refine.path_chains=32",
+            "refine.path_steps=7",
+        ],
+        ["train.finetune_steps=7", "train.finetune_learning_rate=0.001"],
+        ['train.objective="interpolant"', "train.finetune_steps=7"],
     ],
 )
 def test_new_objective_and_path_settings_survive_the_written_spec(overrides):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import assert_allclose
 
-from boltzgen.flows import CNF, make_sampler
+from boltzgen.flows import CNF, CentreOfMassSplit, make_sampler
 from boltzgen.flows._cnf import (
     EGNNField,
     EnvironmentField,
@@ -187,7 +187,10 @@ def test_gradient_and_tsit5():
 
 
 def test_registry_builds_cnf_and_refuses_spins():
-    q = make_sampler("cnf", CoulombGas(3, 2), key=jax.random.key(0), hidden=8, depth=1, n_steps=4)
+    q = make_sampler(
+        "cnf", CoulombGas(3, 2), key=jax.random.key(0), hidden=8, depth=1, n_steps=4,
+        zero_com=False,
+    )  # fmt: skip
     assert isinstance(q, CNF) and isinstance(q.field, RadialBasisField)
     assert q.event_shape == (3, 2)
     with pytest.raises(ValueError, match="discrete"):
@@ -268,7 +271,12 @@ def test_registry_zero_com_for_translation_invariant_systems():
     assert default_sampler_kind(dw4) == "cnf"
     q = make_sampler("cnf", dw4, key=jax.random.key(0), hidden=8, depth=1, n_steps=4)
     assert q.zero_com and q.n_dof == 6
-    assert not make_sampler("cnf", CoulombGas(3, 2), key=jax.random.key(0), n_steps=4).zero_com
+    # in the trap the centre of mass separates: the zero-COM CNF times its exact Gaussian
+    split = make_sampler("cnf", CoulombGas(3, 2), key=jax.random.key(0), n_steps=4)
+    assert isinstance(split, CentreOfMassSplit) and split.inner.zero_com
+    assert not split.cheap_log_prob_grad
+    full = make_sampler("cnf", CoulombGas(3, 2), key=jax.random.key(0), n_steps=4, zero_com=False)
+    assert isinstance(full, CNF) and not full.zero_com
     with pytest.raises(ValueError, match="zero_com = true"):
         make_sampler("cnf", dw4, key=jax.random.key(0), zero_com=False)
     with pytest.raises(ValueError, match="translation-invariant"):
@@ -286,7 +294,6 @@ def test_registry_zero_com_for_translation_invariant_systems():
 
 def test_centre_of_mass_split_normalised_and_consistent():
     """2 particles in 1-D: the split density integrates to 1 over R² and matches its samples."""
-    from boltzgen.flows import CentreOfMassSplit
 
     inner = randomise(make((2, 1), zero_com=True), seed=29)
     q = CentreOfMassSplit(inner, com_scale=0.6)

@@ -29,8 +29,8 @@ def test_importance_log_z_matches_exact_pair_integral(dim, beta, tmp_path):
     nmcmc = bg.stages.NeuralMCMC(n_chains=128, n_steps=50, path_chains=128, path_steps=20)
     fast = FAST | dict(stages=(nmcmc,))
     r = bg.run(
-        system, beta, make_q(system, seed=1, **SMALL_SAMPLER), trainer=Trainer(steps=400),
-        reference=None, seed=1, **fast,
+        system, beta, make_q(system, "equivariant", seed=1, **SMALL_SAMPLER),
+        trainer=Trainer(steps=400), reference=None, seed=1, **fast,
     )  # fmt: skip
     e = r.estimates["importance"]
     assert e.ess > 1000, e
@@ -74,7 +74,7 @@ def trained_n3():
     return bg.run(
         system,
         2.0,
-        make_q(system, **SMALL_SAMPLER),
+        make_q(system, "equivariant", **SMALL_SAMPLER),
         trainer=Trainer(steps=400),
         reference=None,
         seed=0,
@@ -124,9 +124,9 @@ def test_same_seed_same_estimates_different_seed_agrees(tmp_path):
         estimation=bg.Estimation(n_samples=4096, chunk_size=4096, n_boot=20),
         progress=False,
     )
-    a = bg.run(system, 2.0, make_q(system, seed=3, **TINY_SAMPLER), seed=3, **kw)
-    b = bg.run(system, 2.0, make_q(system, seed=3, **TINY_SAMPLER), seed=3, **kw)
-    c = bg.run(system, 2.0, make_q(system, seed=4, **TINY_SAMPLER), seed=4, **kw)
+    a = bg.run(system, 2.0, make_q(system, "equivariant", seed=3, **TINY_SAMPLER), seed=3, **kw)
+    b = bg.run(system, 2.0, make_q(system, "equivariant", seed=3, **TINY_SAMPLER), seed=3, **kw)
+    c = bg.run(system, 2.0, make_q(system, "equivariant", seed=4, **TINY_SAMPLER), seed=4, **kw)
     a.save(tmp_path / "a.h5")
     b.save(tmp_path / "b.h5")
     ra, rb = bg.Result.load(tmp_path / "a.h5"), bg.Result.load(tmp_path / "b.h5")
@@ -149,8 +149,9 @@ def test_indistinguishable_flag_subtracts_log_n_factorial():
         progress=False,
         seed=0,
     )
-    a = bg.run(system, 2.0, make_q(system, **TINY_SAMPLER), **kw)
-    b = bg.run(system, 2.0, make_q(system, **TINY_SAMPLER), indistinguishable=True, **kw)
+    a = bg.run(system, 2.0, make_q(system, "equivariant", **TINY_SAMPLER), **kw)
+    q = make_q(system, "equivariant", **TINY_SAMPLER)
+    b = bg.run(system, 2.0, q, indistinguishable=True, **kw)
     assert (
         abs((a.estimates["importance"].log_z - b.estimates["importance"].log_z) - math.log(2))
         < 1e-12

@@ -16,8 +16,9 @@ class AbstractSampler(eqx.Module):
     """
 
     #: Whether ∇ log q costs about as much as one forward pass (coupling flows: yes; a CNF,
-    #: whose log q integrates an ODE with the exact divergence: no). Stages that differentiate
-    #: log q at every step (annealed paths) are on by default only for such samplers.
+    #: whose log q integrates an ODE with the exact divergence: no). The annealed paths of the
+    #: neural-MCMC stage move by HMC for such samplers, by gradient-free random-walk
+    #: Metropolis otherwise.
     cheap_log_prob_grad: ClassVar[bool] = True
 
     @property

@@ -41,6 +41,11 @@ class CentreOfMassSplit(AbstractSampler):
     inner: AbstractSampler
     log_com_scale: Float[Array, ""]
 
+    @property
+    def cheap_log_prob_grad(self) -> bool:  # type: ignore[override]
+        """As cheap as the inner sampler's (the centre-of-mass Gaussian is free)."""
+        return self.inner.cheap_log_prob_grad
+
     def __init__(self, inner: AbstractSampler, *, com_scale: float = 1.0):
         if not getattr(inner, "zero_com", False):
             raise ValueError("CentreOfMassSplit needs a zero-centre-of-mass inner sampler")

@@ -114,9 +114,10 @@ def _build_cnf(system, *, key, **hyper) -> AbstractSampler:
             f"discrete spin system: use 'pixelcnn' (L×L lattices) or 'made'"
         )
     invariant = bool(getattr(system, "translation_invariant", False))
+    separable = bool(getattr(system, "com_separable", False))
     zero_com = hyper.pop("zero_com", "auto")
     if zero_com == "auto":
-        zero_com = invariant
+        zero_com = invariant or separable
     elif not isinstance(zero_com, bool):
         raise ValueError(f"sampler.zero_com must be true, false or 'auto', got {zero_com!r}")
     if invariant and not zero_com:
@@ -227,7 +228,8 @@ SAMPLERS: dict[str, SamplerEntry] = {
                 "work on the zero-centre-of-mass subspace with its (N−1)d-dim Gaussian base "
                 "(for a system that is not translation-invariant, e.g. the trapped Coulomb gas, "
                 "times an exact Gaussian for the centre of mass); 'auto' = when the system is "
-                "translation-invariant (DW4, Lennard-Jones)",
+                "translation-invariant (DW4, Lennard-Jones) or its centre of mass separates "
+                "(harmonic trap: Coulomb gas)",
             ),
         },
         _build_cnf,
@@ -269,7 +271,9 @@ def default_sampler_kind(system) -> str:
     """The default sampler family of a system.
 
     Discrete spin systems: 'pixelcnn' on L×L lattices, 'made' otherwise. Continuous systems:
-    'cnf' (zero centre of mass) for translation-invariant particles, 'equivariant' for other
+    'cnf' (zero centre of mass) for translation-invariant particles and for particles whose
+    centre of mass separates exactly (a harmonic trap: the CNF on the relative coordinates
+    times the exact Gaussian of the centre of mass), 'equivariant' for other
     permutation-symmetric particles with d ≥ 2, else 'realnvp'.
     """
     if _is_discrete(system):
@@ -282,7 +286,10 @@ def default_sampler_kind(system) -> str:
         if len(shape) == 2 and shape[0] == shape[1]:
             return "pixelcnn"
         return "made"
-    if getattr(system, "translation_invariant", False):
+    if getattr(system, "translation_invariant", False) or getattr(system, "com_separable", False):
+        # Measured (benchmarks/samplers.py, CoulombGas(6, 2), seed 0): flow matching + 300
+        # reverse-KL steps of the CNF reach gap 0.05 / ESS 95 % at β = 1 and ≈ 1.2 / 10 % at
+        # β = 10, against 2.1 / 3.2 % at β = 10 for the equivariant coupling flow.
         return "cnf"
     if _is_particle_system(system) and system.event_shape[1] >= 2:
         return "equivariant"

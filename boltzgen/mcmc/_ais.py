@@ -34,6 +34,7 @@ from boltzgen.mcmc._moves import (
     adapt_step_size,
     blackjax_move,
     check_kernel,
+    needs_gradient,
 )
 from boltzgen.mcmc._scan import run_chunked
 
@@ -107,7 +108,11 @@ class AISInfo(NamedTuple):
     log_weight_increment: Array
 
 
-def _value_and_grads(position, log_density_0, log_density_1):
+def _value_and_grads(position, log_density_0, log_density_1, gradients=True):
+    if not gradients:  # a gradient-free move: the carried gradients are zeros, never read
+        l0, l1 = log_density_0(position), log_density_1(position)
+        zero = jax.tree.map(jnp.zeros_like, position)
+        return l0, l1, zero, zero
     l0, g0 = jax.value_and_grad(log_density_0)(position)
     l1, g1 = jax.value_and_grad(log_density_1)(position)
     return l0, l1, g0, g1
@@ -134,6 +139,7 @@ def ais_init(
     log_density_0: Callable,
     log_density_1: Callable,
     step_size: float,
+    kernel: str = "hmc",
 ) -> AISState:
     """Initial AIS state from exact samples x_0 ~ π_0 (one evaluation of both densities).
 
@@ -142,11 +148,13 @@ def ais_init(
         log_density_0: unnormalised log π_0 of ONE configuration.
         log_density_1: unnormalised log π_1 of ONE configuration.
         step_size: initial integrator step size ε_0.
+        kernel: the moves that follow (``"rwm"``: no gradients are evaluated, zeros carried).
 
     Returns:
         The state with w_0 = 0 and the step counter at 0 (``int32``).
     """
-    l0, l1, g0, g1 = jax.vmap(lambda x: _value_and_grads(x, log_density_0, log_density_1))(
+    grads = needs_gradient(check_kernel(kernel))
+    l0, l1, g0, g1 = jax.vmap(lambda x: _value_and_grads(x, log_density_0, log_density_1, grads))(
         positions
     )
     zero = jnp.zeros_like(l0)
@@ -211,8 +219,9 @@ def ais_step(
         lambda_next: λ_k.
         log_density_0: unnormalised log π_0 of one configuration.
         log_density_1: unnormalised log π_1 of one configuration.
-        kernel: ``"hmc"`` or ``"mala"``.
-        n_leapfrog: leapfrog steps per HMC trajectory (ignored for MALA).
+        kernel: ``"hmc"``, ``"mala"`` or ``"rwm"`` (random-walk Metropolis: values only, the
+            carried gradients are zeros).
+        n_leapfrog: leapfrog steps per HMC trajectory (ignored for MALA and RWM).
         target_accept: target mean acceptance for the adaptation.
         adapt_rate: gain of the multiplicative step-size update.
         step_size: a fixed ε for this step (no adaptation), or None to use and adapt the carried ε.
@@ -241,7 +250,13 @@ def ais_step(
         new, acc, divergent = blackjax_move(
             k, x, ld, grad, log_density, eps, kernel=kernel, n_leapfrog=n_leapfrog, mass_dtype=dtype
         )
-        if reuse_move_density:
+        if reuse_move_density and not needs_gradient(kernel):
+            nl1 = log_density_1(new.position)
+            at_one = lambda_next >= 1
+            denom = jnp.where(at_one, jnp.ones_like(lambda_next), 1 - lambda_next)
+            nl0 = jnp.where(at_one, l0, (new.logdensity - lambda_next * nl1) / denom)
+            ng0, ng1 = g0, g1
+        elif reuse_move_density:
             nl1, ng1 = jax.value_and_grad(log_density_1)(new.position)
             at_one = lambda_next >= 1
             denom = jnp.where(at_one, jnp.ones_like(lambda_next), 1 - lambda_next)
@@ -253,7 +268,9 @@ def ais_step(
                 ng1,
             )
         else:
-            nl0, nl1, ng0, ng1 = _value_and_grads(new.position, log_density_0, log_density_1)
+            nl0, nl1, ng0, ng1 = _value_and_grads(
+                new.position, log_density_0, log_density_1, needs_gradient(kernel)
+            )
         return new.position, nl0, nl1, ng0, ng1, acc, divergent
 
     keys = jax.random.split(key, chains.log_weight.shape[0])
@@ -412,7 +429,7 @@ def ais(
         n_steps: K, number of annealing steps (= MCMC moves).
         schedule: ``"power"`` (λ_k = (k/K)^p), ``"linear"``, or an explicit λ grid of length K+1.
         power: p for the power schedule.
-        kernel: ``"hmc"`` (identity mass matrix) or ``"mala"``.
+        kernel: ``"hmc"`` (identity mass matrix), ``"mala"`` or ``"rwm"`` (no gradients).
         n_leapfrog: leapfrog steps per HMC move.
         step_size: initial ε (float, adapted) or a fixed sequence of length K (not adapted).
         target_accept: target mean acceptance (default 0.65 for HMC, 0.57 for MALA).
@@ -461,7 +478,8 @@ def ais(
     dtype = jnp.float64 if precision == "float64" else jnp.float32
 
     def init(key):
-        return ais_init(jnp.asarray(sample_0(key, n_chains), dtype), step_size=eps0, **kw)
+        x0 = jnp.asarray(sample_0(key, n_chains), dtype)
+        return ais_init(x0, step_size=eps0, kernel=kernel, **kw)
 
     def body(state, xs):
         k, lp, ln, e = xs

@@ -19,14 +19,20 @@ from typing import NamedTuple
 
 import blackjax.mcmc.hmc as bj_hmc
 import blackjax.mcmc.mala as bj_mala
+import blackjax.mcmc.random_walk as bj_rw
 import jax
 import jax.numpy as jnp
 
-#: Names of the blackjax moves.
-KERNELS = ("hmc", "mala")
+#: Names of the blackjax moves ("rwm": Gaussian random-walk Metropolis, no gradients).
+KERNELS = ("hmc", "mala", "rwm")
 
 #: Default target mean acceptance of the step-size adaptation of the blackjax moves.
-TARGET_ACCEPT = {"hmc": 0.65, "mala": 0.57}
+TARGET_ACCEPT = {"hmc": 0.65, "mala": 0.57, "rwm": 0.3}
+
+
+def needs_gradient(kernel: str) -> bool:
+    """Whether the move ``kernel`` uses ∇ log π (all but random-walk Metropolis)."""
+    return kernel != "rwm"
 
 
 def check_kernel(kernel: str) -> str:
@@ -53,13 +59,15 @@ def blackjax_move(
     n_leapfrog: int,
     mass_dtype,
 ):
-    """One blackjax HMC or MALA transition of ONE chain leaving exp(``log_density_fn``) invariant.
+    """One blackjax HMC, MALA or RWM move of ONE chain leaving exp(``log_density_fn``) invariant.
 
     HMC: ``blackjax.mcmc.hmc.build_kernel()`` with an identity inverse mass matrix (a vector of
     ones of dtype ``mass_dtype``, one entry per coordinate of ``position``) and ``n_leapfrog``
     velocity-Verlet steps. MALA: ``blackjax.mcmc.mala.build_kernel()`` (``n_leapfrog`` unused).
-    The current log density and its gradient are passed in, so the move costs ``n_leapfrog``
-    (HMC) or 1 (MALA) evaluations of value and gradient.
+    RWM: ``blackjax.mcmc.random_walk.build_additive_step()`` with isotropic Gaussian proposals of
+    standard deviation ε (no gradient: ``logdensity_grad`` is passed through unchanged). The
+    current log density and its gradient are passed in, so the move costs ``n_leapfrog`` (HMC)
+    or 1 (MALA) evaluations of value and gradient, or 1 evaluation of the value (RWM).
 
     Args:
         key: PRNG key of this move.
@@ -68,14 +76,14 @@ def blackjax_move(
         logdensity_grad: its gradient.
         log_density_fn: the unnormalised log density of one configuration.
         step_size: integrator step size ε.
-        kernel: ``"hmc"`` or ``"mala"`` (static).
+        kernel: ``"hmc"``, ``"mala"`` or ``"rwm"`` (static).
         n_leapfrog: leapfrog steps of an HMC trajectory (static).
         mass_dtype: dtype of the inverse mass matrix (HMC).
 
     Returns:
         ``(new, acceptance, divergent)``: the blackjax state after the move (``position``,
         ``logdensity``, ``logdensity_grad``), the acceptance probability (0 if not finite) and
-        whether the HMC trajectory diverged (always False for MALA).
+        whether the HMC trajectory diverged (always False for MALA and RWM).
     """
     if kernel == "hmc":
         inv_mass = jnp.ones(math.prod(jnp.shape(position)), mass_dtype)
@@ -88,6 +96,13 @@ def blackjax_move(
             n_leapfrog,
         )
         divergent = info.is_divergent
+    elif kernel == "rwm":
+        step = bj_rw.normal(jnp.asarray(step_size, mass_dtype))
+        moved, info = bj_rw.build_additive_step()(
+            key, bj_rw.RWState(position, logdensity), log_density_fn, step
+        )
+        new = bj_hmc.HMCState(moved.position, moved.logdensity, logdensity_grad)
+        divergent = jnp.zeros((), bool)
     else:
         new, info = bj_mala.build_kernel()(
             key, bj_mala.MALAState(position, logdensity, logdensity_grad), log_density_fn, step_size

@@ -127,7 +127,8 @@ def annealed_paths(
         n_steps: K, moves per path.
         schedule: ``"power"``, ``"linear"`` or an explicit λ grid (see :func:`refine_anneal`).
         power: exponent of the power schedule.
-        kernel: ``"hmc"`` or ``"mala"``.
+        kernel: ``"hmc"``, ``"mala"`` or ``"rwm"`` (random-walk Metropolis: no gradient of
+            ln q or ln p, for samplers whose ∇ ln q is expensive, e.g. a CNF).
         n_leapfrog: leapfrog steps per HMC move.
         target_accept: target acceptance of the pilot's step-size adaptation (the pilot is a
             forward run of ``n_chains`` paths, so that all three runs share one program).
@@ -166,7 +167,9 @@ def annealed_paths(
     )
 
     def init(x, eps0):
-        st = ais_init(x, log_density_0=log_q, log_density_1=log_density, step_size=eps0)
+        st = ais_init(
+            x, log_density_0=log_q, log_density_1=log_density, step_size=eps0, kernel=kernel
+        )
         return st._replace(step_size=jnp.asarray(eps0, dtype))
 
     def body(carry, xs):

@@ -117,9 +117,12 @@ class NeuralMCMC(_Refiner):
         path_chains: annealed paths each way for the two-sided path bounds
             (:func:`boltzgen.mcmc.annealed_paths`): AIS paths from q to p, and the same
             protocol reversed from the chains' final states (at most ``n_chains`` of them).
-            None: 256 for a continuous system and a sampler with a cheap ∇ log q (coupling
-            flows; not a CNF), else none; 0: none.
-        path_steps: HMC moves per annealed path (``n_leapfrog`` leapfrog steps each).
+            None: 256 for a continuous system, none for a discrete one; 0: none.
+        path_steps: moves per annealed path.
+        path_kernel: the paths' moves: ``"hmc"`` (``n_leapfrog`` leapfrog steps), ``"mala"``,
+            ``"rwm"`` (random-walk Metropolis: ln q and ln p values only, no gradients) or
+            ``"auto"``: HMC for a sampler with a cheap ∇ ln q (coupling flows), RWM otherwise
+            (a CNF, whose ∇ ln q is a backpropagation through its ODE solve).
     """
 
     name: ClassVar[str] = "refine"
@@ -138,6 +141,7 @@ class NeuralMCMC(_Refiner):
     precision: Literal["float64", "float32"] = "float64"
     path_chains: int | None = None
     path_steps: int = 100
+    path_kernel: Literal["auto", "hmc", "mala", "rwm"] = "auto"
 
     def __post_init__(self):
         _checks.integer("n_chains", self.n_chains, 1)
@@ -165,6 +169,7 @@ class NeuralMCMC(_Refiner):
         if self.path_chains == 1:
             raise ValueError("path_chains must be 0 (no paths) or >= 2, got 1")
         _checks.integer("path_steps", self.path_steps, 1)
+        _checks.choice("path_kernel", self.path_kernel, ("auto", "hmc", "mala", "rwm"))
 
     def check(self, system, sampler, objective) -> None:
         """A discrete system has no gradient: its local kernel must be ``none`` (or auto)."""
@@ -187,9 +192,14 @@ class NeuralMCMC(_Refiner):
     def n_paths(self, system, sampler=None) -> int:
         """The number of forward annealed paths this stage runs (0: none)."""
         if self.path_chains is None:
-            cheap = getattr(sampler, "cheap_log_prob_grad", True)
-            return 0 if _discrete(system) or not cheap else 256
+            return 0 if _discrete(system) else 256
         return int(self.path_chains)
+
+    def resolved_path_kernel(self, sampler) -> str:
+        """The paths' move kernel for ``sampler`` (``"auto"`` resolved)."""
+        if self.path_kernel != "auto":
+            return self.path_kernel
+        return "hmc" if getattr(sampler, "cheap_log_prob_grad", True) else "rwm"
 
     def memory_bytes(self, system) -> int:
         """The chains' arrays plus the paths' log-weights."""
@@ -210,6 +220,7 @@ class NeuralMCMC(_Refiner):
             p_positions=out.refined["x"],
             n_chains=n_paths,
             n_steps=self.path_steps,
+            kernel=self.resolved_path_kernel(ctx.sampler),
             n_leapfrog=self.n_leapfrog,
             precision=self.precision,
             progress="paths" if ctx.progress else False,
@@ -219,7 +230,8 @@ class NeuralMCMC(_Refiner):
             n_log_q_evals=float(res.n_log_q_evals),
             wall_time=float(res.wall_time),
         )
-        note = f"{res.n_steps}-step annealed paths, {res.log_w_forward.size} + "
+        note = f"{res.n_steps}-step annealed paths ({self.resolved_path_kernel(ctx.sampler)}), "
+        note += f"{res.log_w_forward.size} + "
         note += f"{res.log_w_reverse.size}"
         paths = feat(res.log_w_forward, res.log_w_reverse, prefix="path")
         estimates = {
@@ -237,6 +249,7 @@ class NeuralMCMC(_Refiner):
         refined["attrs"] = {
             **refined["attrs"],
             "path_n_steps": res.n_steps,
+            "path_kernel": self.resolved_path_kernel(ctx.sampler),
             "path_n_energy_evals": res.n_energy_evals,
             "path_n_log_q_evals": res.n_log_q_evals,
             "path_wall_time": res.wall_time,
@@ -247,6 +260,7 @@ class NeuralMCMC(_Refiner):
         out = super()._options(system)
         out.pop("path_chains")
         out.pop("path_steps")
+        out.pop("path_kernel")
         kernel = out["local_kernel"]
         if kernel == "auto":
             kernel = "none" if _discrete(system) else "mala"

@@ -73,6 +73,9 @@ class AbstractParticleSystem(AbstractSystem):
     n_particles: eqx.AbstractVar[int]
     dim: eqx.AbstractVar[int]
     permutation_symmetric: ClassVar[bool] = True
+    #: True when the centre of mass separates exactly from the relative coordinates with a
+    #: Gaussian law (a harmonic trap with internal forces): samplers may treat it exactly.
+    com_separable: ClassVar[bool] = False
 
     @property
     def event_shape(self) -> tuple[int, int]:

@@ -90,6 +90,9 @@ class CoulombGas(AbstractParticleSystem):
     """
 
     kind: ClassVar[str] = "coulomb"
+    #: A harmonic trap with internal forces: the centre of mass is exactly Gaussian,
+    #: N(0, I/(2βκN)), independent of the relative coordinates.
+    com_separable: ClassVar[bool] = True
     n_particles: int
     dim: int
     trap: float = 1.0
@@ -143,6 +146,9 @@ class HarmonicTrap(AbstractParticleSystem):
     """
 
     kind: ClassVar[str] = "harmonic"
+    #: A harmonic trap with internal forces: the centre of mass is exactly Gaussian,
+    #: N(0, I/(2βκN)), independent of the relative coordinates.
+    com_separable: ClassVar[bool] = True
     n_particles: int
     dim: int
     trap: float = 1.0

@@ -24,6 +24,7 @@ from boltzgen.train._objectives import (
     OBJECTIVE_CLASSES,
     AbstractObjective,
     BetaRange,
+    FineTuned,
     FlowMatching,
     Interpolant,
     MaximumLikelihood,
@@ -47,6 +48,7 @@ from boltzgen.train._trainer import (
 __all__ = [
     "AbstractObjective",
     "BetaRange",
+    "FineTuned",
     "FlowMatching",
     "HMCData",
     "Interpolant",

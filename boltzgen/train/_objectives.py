@@ -22,8 +22,10 @@ energy while training.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -49,6 +51,7 @@ class Task:
         wrapper: turns the trained model into the sampler q (e.g. back into its centre-of-mass
             split, or an interpolant into its probability-flow CNF), else None.
         pair: host function (x0, x1) → partners of x0 for data objectives, else None.
+        beta: β of the run, when a later training phase needs it (:class:`FineTuned`).
     """
 
     model: Any
@@ -57,6 +60,7 @@ class Task:
     data: MonteCarloData | None = None
     wrapper: Any = None
     pair: Any = None
+    beta: Any = None
 
 
 def _kish_fraction(log_w):
@@ -89,6 +93,15 @@ class AbstractObjective:
     def finish(self, model, task: Task):
         """The trained sampler q from the trained model."""
         return model if task.wrapper is None else task.wrapper(model)
+
+    def fit(self, trainer, task: Task, *, key, **fit):
+        """Train ``task`` with ``trainer``; return (final TrainState, trained sampler q).
+
+        ``fit`` are :meth:`boltzgen.train.Trainer.fit`'s keywords (checkpoint, resume,
+        fingerprint, progress, max_traces). Objectives of several phases override this.
+        """
+        state = trainer.fit(self, task, key=key, **fit)
+        return state, self.finish(state.model, task)
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,9 +606,142 @@ class MaximumLikelihood(AbstractObjective):
         return loss, dict(nll=nll, ess_fraction=ess, n_nonfinite=bad)
 
 
-def default_objective(system) -> AbstractObjective:
-    """:class:`Reinforce` for discrete (spin) systems, :class:`ReverseKL` otherwise."""
-    return Reinforce() if getattr(system, "discrete", False) else ReverseKL()
+@dataclass(frozen=True)
+class FineTuned(AbstractObjective):
+    r"""Two training phases: a data objective, then reverse-KL fine-tuning on the energy.
+
+    Phase 1 trains the sampler by ``base`` (e.g. :class:`FlowMatching` on Monte Carlo samples
+    of p: cheap, simulation-free, mass-covering) with the run's trainer; phase 2 continues from
+    the trained q by :class:`ReverseKL` for ``steps`` steps at peak learning rate
+    ``learning_rate`` (the run's batch size, clip and chunking; a warm-up of a tenth of the
+    steps), which moves q towards p where the data objective left it short: the variational
+    bound E_q[u + ln q] = βF + KL(q‖p) can only be lowered by reducing KL(q‖p). The Monte
+    Carlo data (and their held-out part, for the lower bound and BAR) are phase 1's. Phase 2
+    trains on the energy of the system phase 1 was prepared with (for data objectives: the
+    exact potential).
+
+    The training history is phase 1's followed by phase 2's (``phase`` = 0 or 1 per step; keys
+    one phase does not record are NaN there; ``wall_time`` runs on across the phases). With a
+    checkpoint file ``F``, phase 2 checkpoints to ``F.finetune``.
+
+    Attributes:
+        base: the first phase's objective (one that ``needs_data``).
+        steps: fine-tuning steps (≥ 1).
+        learning_rate: fine-tuning peak learning rate.
+    """
+
+    name: ClassVar[str] = "fine_tuned"
+    base: AbstractObjective = field(default_factory=lambda: FlowMatching())
+    steps: int = 300
+    learning_rate: float = 3e-4
+
+    def __post_init__(self):
+        if not isinstance(self.base, AbstractObjective) or isinstance(self.base, FineTuned):
+            raise ValueError(f"FineTuned.base must be a data objective, got {self.base!r}")
+        if not self.base.needs_data:
+            raise ValueError(
+                f"FineTuned.base must be a data objective (flow_matching, interpolant, "
+                f"maximum_likelihood); {self.base.name!r} already trains on the energy"
+            )
+        _checks.integer("finetune_steps", self.steps, 1)
+        _checks.positive("finetune_learning_rate", self.learning_rate)
+
+    @property
+    def needs_data(self) -> bool:  # type: ignore[override]
+        """True: phase 1 trains on Monte Carlo samples of p."""
+        return True
+
+    @property
+    def data(self) -> HMCData:
+        """Phase 1's Monte Carlo data settings."""
+        return self.base.data
+
+    @property
+    def info_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The per-step scalars of both phases."""
+        keys = dict.fromkeys((*self.base.info_keys, *ReverseKL.info_keys))
+        return tuple(keys)
+
+    def check(self, system, sampler) -> None:
+        """Both phases' checks."""
+        self.base.check(system, sampler)
+        ReverseKL().check(system, sampler)
+
+    def prepare(self, sampler, system, beta, *, key, init_key=None, progress=True) -> Task:
+        """Phase 1's task, carrying the energy and β phase 2 needs."""
+        task = self.base.prepare(
+            sampler, system, beta, key=key, init_key=init_key, progress=progress
+        )
+        return dataclasses.replace(task, energy=system.energy, beta=float(beta))
+
+    def loss(self, model, inputs, step_inputs, key, batch_size: int, task: Task):
+        """Phase 1's loss (the trainer runs phase 1 through this objective's ``base``)."""
+        return self.base.loss(model, inputs, step_inputs, key, batch_size, task)
+
+    def fit(self, trainer, task: Task, *, key, **fit):
+        """Phase 1 by ``base`` with ``trainer``, then reverse KL for ``steps`` steps."""
+        state, q = self.base.fit(trainer, task, key=key, **fit)
+        finetune = ReverseKL()
+        ft_task = finetune.energy_task(q, task.energy, task.beta)
+        ft_trainer = dataclasses.replace(
+            trainer,
+            steps=self.steps,
+            learning_rate=self.learning_rate,
+            warmup=max(self.steps // 10, 1),
+        )
+        fit = dict(fit)
+        if fit.get("checkpoint") is not None:
+            fit["checkpoint"] = os.fspath(fit["checkpoint"]) + ".finetune"
+        fit["fingerprint"] = fit.get("fingerprint", "") + ":finetune"
+        state2 = ft_trainer.fit(finetune, ft_task, key=jax.random.fold_in(key, 1), **fit)
+        state2.history = _joined_history(state.history, state2.history)
+        return state2, finetune.finish(state2.model, ft_task)
+
+
+def _joined_history(first: dict, second: dict) -> dict:
+    """Two phases' histories end to end, with a ``phase`` key; missing keys are NaN."""
+    n1, n2 = len(first.get("wall_time", [])), len(second.get("wall_time", []))
+    t1 = first["wall_time"][-1] if n1 else 0.0
+    out = {}
+    for k in dict.fromkeys((*first, *second)):
+        a = list(first.get(k, [math.nan] * n1))
+        b = list(second.get(k, [math.nan] * n2))
+        if k == "wall_time":
+            b = [t1 + t for t in b]
+        out[k] = a + b
+    out["phase"] = [0.0] * n1 + [1.0] * n2
+    return out
+
+
+def _is_cnf(sampler) -> bool:
+    from boltzgen.flows import CNF
+
+    split = _com_split(sampler)
+    return isinstance(split.inner if split is not None else sampler, CNF)
+
+
+def default_objective(system, sampler=None, *, sampler_kind: str | None = None):
+    """The default objective of ``system`` for ``sampler`` (or a sampler of ``sampler_kind``).
+
+    :class:`Reinforce` for discrete (spin) systems. For particles in a harmonic trap
+    (``system.com_separable``) trained by a CNF — the default sampler there, used when neither
+    ``sampler`` nor ``sampler_kind`` is given — :class:`FineTuned` flow matching on Monte Carlo
+    samples of p (8192, none held out) followed by reverse KL. :class:`ReverseKL` otherwise
+    (e.g. for a coupling flow given by the user).
+    """
+    if getattr(system, "discrete", False):
+        return Reinforce()
+    if getattr(system, "com_separable", False):
+        if sampler is not None:
+            cnf = _is_cnf(sampler)
+        else:
+            cnf = sampler_kind is None or sampler_kind == "cnf"
+        if cnf:
+            # The HMC data only train q: no held-out part, so no estimate rests on them (their
+            # chains need not equilibrate shell isomers; importance weights, neural MCMC and the
+            # annealed paths are exact whatever q the data gave).
+            return FineTuned(FlowMatching(data=HMCData(n_holdout=0)))
+    return ReverseKL()
 
 
 #: Objectives by their run-spec name (the config layer's look-up).
@@ -607,6 +753,7 @@ OBJECTIVE_CLASSES: dict[str, type[AbstractObjective]] = {
 __all__ = [
     "AbstractObjective",
     "BetaRange",
+    "FineTuned",
     "FlowMatching",
     "Interpolant",
     "MaximumLikelihood",
