@@ -3,8 +3,8 @@
 Every variant trains its sampler (the default CNF unless the variant names the equivariant
 coupling flow) from the same seed with the default trainer unless the variant says otherwise,
 then draws the default 65 536 estimation samples. The reference βF is the Monte Carlo
-reference (AIS from the harmonic trap) of the same run spec; pass it with ``--ref`` (from ``boltzgen run``'s ``ref:ais`` row) or let
-the script compute it with the default reference.
+reference (AIS from the harmonic trap) of the same run spec; pass it with ``--ref`` (from
+``boltzgen run``'s ``ref:ais`` row) or let the script compute it with the default reference.
 
     python benchmarks/samplers.py --n 6 --dim 2 --beta 10 --ref 168.3134
     python benchmarks/samplers.py --variants default,reverse_kl --beta 1
