@@ -1,10 +1,11 @@
 """Annealed path bounds against the path length K on one trained flow.
 
-Trains the default flow once for the default run spec (checkpointed under --dir, so a rerun
-skips the training), then for each K runs the default neural-MCMC stage with ``path_steps = K``
+Trains the default sampler (or ``--sampler KIND``, e.g. ``equivariant``, the previous default)
+once for the default run spec (checkpointed under --dir, so a rerun skips the training), then for each K runs the default neural-MCMC stage with ``path_steps = K``
 and prints the path bounds, their bracket width, BAR on the path works and the stage's time.
 
     python benchmarks/path_bounds.py             # CoulombGas(6, 2), β = 10, K = 25,100,400
+    python benchmarks/path_bounds.py --sampler equivariant   # the coupling flow, HMC paths
     python benchmarks/path_bounds.py --beta 1 --steps 10,100
 """
 
@@ -21,6 +22,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=2)
     ap.add_argument("--beta", type=float, default=10.0)
     ap.add_argument("--steps", default="25,100,400")
+    ap.add_argument("--sampler", default="auto", help="sampler kind, or auto (the default)")
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "boltzgen-paths"))
     args = ap.parse_args()
 
@@ -28,13 +30,16 @@ def main() -> None:
 
     os.makedirs(args.dir, exist_ok=True)
     system = bg.systems.CoulombGas(args.n, args.dim)
-    ck = os.path.join(args.dir, f"n{args.n}-d{args.dim}-b{args.beta}.ckpt")
+    ck = os.path.join(args.dir, f"{args.sampler}-n{args.n}-d{args.dim}-b{args.beta}.ckpt")
+    q = None
+    if args.sampler != "auto":
+        q = bg.flows.make_sampler(args.sampler, system, key=bg._keys.RunKeys(0).init)
     kw = dict(reference=None, checkpoint=ck, resume=True, progress=False)
     print(f"CoulombGas({args.n}, {args.dim}), β = {args.beta}")
     print(f"{'K':>5s} {'upper':>10s} {'lower':>10s} {'width':>7s} {'path_bar':>10s} {'±':>6s} "
           f"{'paths s':>8s}")  # fmt: skip
     for k in (int(s) for s in args.steps.split(",")):
-        r = bg.run(system, args.beta, stages=(bg.stages.NeuralMCMC(path_steps=k),), **kw)
+        r = bg.run(system, args.beta, q, stages=(bg.stages.NeuralMCMC(path_steps=k),), **kw)
         up, lo = r.estimates["path_upper_bound"], r.estimates["path_lower_bound"]
         b = r.estimates["path_bar"]
         print(
