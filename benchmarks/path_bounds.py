@@ -1,8 +1,9 @@
 """Annealed path bounds against the path length K on one trained flow.
 
 Trains the default sampler (or ``--sampler KIND``, e.g. ``equivariant``, the previous default)
-once for the default run spec (checkpointed under --dir, so a rerun skips the training), then for each K runs the default neural-MCMC stage with ``path_steps = K``
-and prints the path bounds, their bracket width, BAR on the path works and the stage's time.
+once for the default run spec (checkpointed under --dir, so a rerun skips the training), then
+for each K runs the default neural-MCMC stage with ``path_steps = K`` and prints the path
+bounds, their bracket width, BAR on the path works and the stage's time.
 
     python benchmarks/path_bounds.py             # CoulombGas(6, 2), β = 10, K = 25,100,400
     python benchmarks/path_bounds.py --sampler equivariant   # the coupling flow, HMC paths
