@@ -130,7 +130,8 @@ def test_ais_mismatched_gaussian(kernel):
         within_sigmas(m, 0.0, se)
 
 
-def test_reused_move_density_matches_fresh_evaluation(kernel="hmc"):
+@pytest.mark.parametrize("kernel", ["hmc", "rwm"])
+def test_reused_move_density_matches_fresh_evaluation(kernel):
     # log q after a move recovered as (log π_λ - λ log p)/(1 - λ) gives the same chains and
     # weights as re-evaluating log q, up to round-off.
     sample_q, log_q, _ = counted_gaussian_q(1.0, 0.7)

@@ -250,23 +250,23 @@ def ais_step(
         new, acc, divergent = blackjax_move(
             k, x, ld, grad, log_density, eps, kernel=kernel, n_leapfrog=n_leapfrog, mass_dtype=dtype
         )
-        if reuse_move_density and not needs_gradient(kernel):
-            nl1 = log_density_1(new.position)
+        if reuse_move_density:
+            grads = needs_gradient(kernel)
+            if grads:
+                nl1, ng1 = jax.value_and_grad(log_density_1)(new.position)
+            else:  # gradient-free moves carry zero gradients
+                nl1, ng1 = log_density_1(new.position), g1
             at_one = lambda_next >= 1
             denom = jnp.where(at_one, jnp.ones_like(lambda_next), 1 - lambda_next)
             nl0 = jnp.where(at_one, l0, (new.logdensity - lambda_next * nl1) / denom)
-            ng0, ng1 = g0, g1
-        elif reuse_move_density:
-            nl1, ng1 = jax.value_and_grad(log_density_1)(new.position)
-            at_one = lambda_next >= 1
-            denom = jnp.where(at_one, jnp.ones_like(lambda_next), 1 - lambda_next)
-            nl0 = jnp.where(at_one, l0, (new.logdensity - lambda_next * nl1) / denom)
-            ng0 = jax.tree.map(
-                lambda g, gl, g1: jnp.where(at_one, g, (gl - lambda_next * g1) / denom),
-                g0,
-                new.logdensity_grad,
-                ng1,
-            )
+            ng0 = g0
+            if grads:
+                ng0 = jax.tree.map(
+                    lambda g, gl, g1: jnp.where(at_one, g, (gl - lambda_next * g1) / denom),
+                    g0,
+                    new.logdensity_grad,
+                    ng1,
+                )
         else:
             nl0, nl1, ng0, ng1 = _value_and_grads(
                 new.position, log_density_0, log_density_1, needs_gradient(kernel)
