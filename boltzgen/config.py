@@ -670,7 +670,7 @@ def _base_objective(raw, train, system, sampler_options, curve, default):
         values.update(matching)
         if "field" in own:  # the interpolant's fields take the CNF sampler's architecture
             for key in ("hidden", "depth", "field", "n_rbf", "r_max"):
-                if key in sampler_options:
+                if key in sampler_options and sampler_options[key] != "auto":
                     values.setdefault(key, sampler_options[key])
     else:
         for section in ("data", "matching"):

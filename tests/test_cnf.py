@@ -18,11 +18,12 @@ from boltzgen.flows._cnf import (
     MLPField,
     ParticleField,
     RadialBasisField,
+    RadiiField,
     divergence,
 )
 from boltzgen.systems import CoulombGas, Ising
 
-PARTICLE = (ParticleField, RadialBasisField, EnvironmentField, EGNNField)
+PARTICLE = (ParticleField, RadialBasisField, RadiiField, EnvironmentField, EGNNField)
 
 SMALL = dict(hidden=8, depth=1)
 
@@ -54,8 +55,9 @@ def make(shape, *, seed=0, **kw):
 
 
 #: Random-weight scale per particle field giving a clearly non-trivial but non-stiff flow (the
-#: "rbf" field sums K = 32 basis functions, so its weights must be smaller).
-SCALE = {"mlp": 0.5, "rbf": 0.03, "env": 0.03, "egnn": 0.2}
+#: "rbf" field sums K = 32 basis functions, "radii" K·(L + 1) = 288, so their weights must be
+#: smaller).
+SCALE = {"mlp": 0.5, "rbf": 0.03, "radii": 0.01, "env": 0.03, "egnn": 0.2}
 
 
 @eqx.filter_jit
@@ -97,7 +99,14 @@ def test_identity_at_initialisation(shape):
 
 @pytest.mark.parametrize(
     ("shape", "field"),
-    [(PARTICLES, "mlp"), (PARTICLES, "rbf"), (PARTICLES, "env"), (PARTICLES, "egnn"), (FLAT, None)],
+    [
+        (PARTICLES, "mlp"),
+        (PARTICLES, "rbf"),
+        (PARTICLES, "radii"),
+        (PARTICLES, "env"),
+        (PARTICLES, "egnn"),
+        (FLAT, None),
+    ],
 )
 def test_round_trip_and_log_prob_of_samples(shape, field):
     kw = {} if field is None else {"field": field}
@@ -118,7 +127,15 @@ def test_round_trip_and_log_prob_of_samples(shape, field):
 
 @pytest.mark.parametrize(
     ("shape", "field"),
-    [((4, 2), "rbf"), ((4, 2), "mlp"), ((4, 2), "env"), ((4, 2), "egnn"), ((3,), "rbf")],
+    [
+        ((4, 2), "rbf"),
+        ((4, 2), "radii"),
+        ((3, 3), "radii"),
+        ((4, 2), "mlp"),
+        ((4, 2), "env"),
+        ((4, 2), "egnn"),
+        ((3,), "rbf"),
+    ],
 )
 def test_exact_divergence_matches_jacobian_trace(shape, field):
     scale = SCALE[field] if field in ("env", "egnn") else 0.5
@@ -140,7 +157,14 @@ def test_exact_divergence_matches_jacobian_trace(shape, field):
 
 @pytest.mark.parametrize(
     ("shape", "field"),
-    [(FLAT, None), ((2, 1), "mlp"), ((2, 1), "rbf"), ((2, 1), "env"), ((2, 1), "egnn")],
+    [
+        (FLAT, None),
+        ((2, 1), "mlp"),
+        ((2, 1), "rbf"),
+        ((2, 1), "radii"),
+        ((2, 1), "env"),
+        ((2, 1), "egnn"),
+    ],
 )
 def test_normalised_on_2d_grid(shape, field):
     """Σ q ΔxΔy = 1 for a random field: MLP field on R², particle field for 2 particles in 1-D."""
@@ -155,7 +179,7 @@ def test_normalised_on_2d_grid(shape, field):
     assert abs(mass - 1.0) < 5e-3, mass
 
 
-@pytest.mark.parametrize("field", ["mlp", "rbf", "env", "egnn"])
+@pytest.mark.parametrize("field", ["mlp", "rbf", "radii", "env", "egnn"])
 def test_particle_field_permutation_and_rotation(field):
     cnf = randomise(make(PARTICLES, field=field), seed=11, scale=SCALE[field])
     x, log_q = _sample(cnf, jax.random.key(4))
@@ -191,7 +215,8 @@ def test_registry_builds_cnf_and_refuses_spins():
         "cnf", CoulombGas(3, 2), key=jax.random.key(0), hidden=8, depth=1, n_steps=4,
         zero_com=False,
     )  # fmt: skip
-    assert isinstance(q, CNF) and isinstance(q.field, RadialBasisField)
+    # field 'auto': the radii field in a trap, the plain radial-basis field otherwise
+    assert isinstance(q, CNF) and isinstance(q.field, RadiiField)
     assert q.event_shape == (3, 2)
     with pytest.raises(ValueError, match="discrete"):
         make_sampler("cnf", Ising(3), key=jax.random.key(0))
@@ -209,7 +234,7 @@ def subspace_basis(n: int, d: int) -> np.ndarray:
     return np.kron(b, np.eye(d))  # row (i, a) ↔ particle i, coordinate a
 
 
-@pytest.mark.parametrize("field", ["rbf", "mlp", "env", "egnn"])
+@pytest.mark.parametrize("field", ["rbf", "radii", "mlp", "env", "egnn"])
 def test_zero_com_divergence_is_the_subspace_trace(field):
     shape = (4, 2)
     scale = SCALE[field] if field in ("env", "egnn") else 0.5
@@ -270,7 +295,7 @@ def test_registry_zero_com_for_translation_invariant_systems():
     dw4 = DoubleWellParticles()
     assert default_sampler_kind(dw4) == "cnf"
     q = make_sampler("cnf", dw4, key=jax.random.key(0), hidden=8, depth=1, n_steps=4)
-    assert q.zero_com and q.n_dof == 6
+    assert q.zero_com and q.n_dof == 6 and isinstance(q.field, RadialBasisField)
     # in the trap the centre of mass separates: the zero-COM CNF times its exact Gaussian
     split = make_sampler("cnf", CoulombGas(3, 2), key=jax.random.key(0), n_steps=4)
     assert isinstance(split, CentreOfMassSplit) and split.inner.zero_com
@@ -286,7 +311,7 @@ def test_registry_zero_com_for_translation_invariant_systems():
     for kind, cls in (("env", EnvironmentField), ("egnn", EGNNField)):
         q = make_sampler("cnf", dw4, key=jax.random.key(0), hidden=8, depth=1, field=kind)
         assert isinstance(q.field, cls) and q.field.zero_com
-    with pytest.raises(ValueError, match="unknown particle field 'gnn'.*env, egnn"):
+    with pytest.raises(ValueError, match="unknown particle field 'gnn'.*radii, mlp, env, egnn"):
         make_sampler("cnf", dw4, key=jax.random.key(0), field="gnn")
     with pytest.raises(ValueError, match="n_rbf must be >= 2, got 1"):
         make_sampler("cnf", dw4, key=jax.random.key(0), field="env", n_rbf=1)

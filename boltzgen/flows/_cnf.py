@@ -35,6 +35,7 @@ from boltzgen.flows._fields import (
     MLPField,
     ParticleField,
     RadialBasisField,
+    RadiiField,
     divergence,
     make_field,
 )
@@ -95,7 +96,9 @@ class CNF(AbstractSampler):
     For event shape (N, d) with N > 1 the field is a pairwise equivariant field
     (permutation- and rotation-equivariant, so q is permutation- and rotation-invariant):
     :class:`RadialBasisField` (``field="rbf"``, the default: radial basis functions of the
-    distances with time-dependent coefficients) or :class:`ParticleField` (``field="mlp"``:
+    distances with time-dependent coefficients), :class:`RadiiField` (``field="radii"``: the
+    same with pair coefficients that also depend on both particles' radii |y_i|, |y_j|; the
+    registry's default for systems in a trap) or :class:`ParticleField` (``field="mlp"``:
     per-pair MLPs, 5–17× slower), or a many-body equivariant field, :class:`EnvironmentField`
     (``field="env"``: closed-form trace) or :class:`EGNNField` (``field="egnn"``: trace by N·d
     JVPs); otherwise :class:`MLPField`. All start at v ≡ 0 (q = base).
@@ -123,7 +126,7 @@ class CNF(AbstractSampler):
         solver: one of :data:`SOLVERS` ("rk4", "tsit5", "dopri5", "heun", "midpoint", "euler").
         base_scale: σ of the isotropic Gaussian base.
         zero_com: work on the zero-centre-of-mass subspace (event shape (N, d), N > 1).
-        field: particle field, ``"rbf"``, ``"mlp"``, ``"env"`` or ``"egnn"`` (see above).
+        field: particle field, ``"rbf"``, ``"radii"``, ``"mlp"``, ``"env"`` or ``"egnn"``.
         n_rbf: radial basis functions of the ``"rbf"`` field.
         r_max: largest radial-basis centre of the ``"rbf"`` field (length units).
         max_batch: configurations solved at once (``jax.lax.map`` in batches of this size, the
@@ -133,7 +136,7 @@ class CNF(AbstractSampler):
     """
 
     cheap_log_prob_grad: ClassVar[bool] = False
-    field: MLPField | ParticleField | RadialBasisField | EnvironmentField | EGNNField
+    field: MLPField | ParticleField | RadialBasisField | RadiiField | EnvironmentField | EGNNField
     log_scale: Float[Array, ""]
     shape: tuple[int, ...] = eqx.field(static=True)
     n_steps: int = eqx.field(static=True)
@@ -223,6 +226,8 @@ class CNF(AbstractSampler):
 
     def _augmented(self, t, y, args):
         x, _ = y
+        if hasattr(self.field, "value_and_divergence"):
+            return self.field.value_and_divergence(t, x)
         return self.field(t, x), self.field.divergence(t, x)
 
     def _velocity(self, t, x, args):
@@ -289,6 +294,7 @@ __all__ = [
     "ParticleField",
     "RK4",
     "RadialBasisField",
+    "RadiiField",
     "SOLVERS",
     "divergence",
     "make_field",

@@ -4,6 +4,9 @@ r"""Vector fields v(x, t) of the continuous flows, each with its EXACT divergenc
   Jacobian-vector products with the one-hot basis (:func:`divergence`), D = prod(event_shape).
 * :class:`ParticleField` (``"mlp"``) and :class:`RadialBasisField` (``"rbf"``) — pairwise
   permutation- and rotation-equivariant fields on particles (N, d), closed-form divergence.
+* :class:`RadiiField` (``"radii"``) — the radial-basis pair field whose pair coefficients also
+  depend on both particles' distances from the centre (three-body information at pair cost),
+  closed-form divergence.
 * :class:`EnvironmentField` (``"env"``) — many-body equivariant (pair coefficients depend on
   both particles' radial environments), closed-form divergence.
 * :class:`EGNNField` (``"egnn"``) — E(n)-equivariant message passing, divergence by N·d JVPs.
@@ -526,8 +529,120 @@ class EnvironmentField(eqx.Module):
         return self.one_body.divergence(t, x) + jnp.sum(x.shape[1] * eta + deta)
 
 
+class RadiiField(eqx.Module):
+    r"""The radial-basis pair field with pair coefficients that also see both particles' radii.
+
+        v_i = P[y_i ξ(|y_i|², t)] + Σ_{j≠i} η_ij (x_i − x_j),
+        η_ij = φ(r²_ij)ᵀ C(t) [ψ(|y_i|²) + ψ(|y_j|²)],
+
+    with φ the K radial basis functions of :class:`RadialBasisField` on the pair distance,
+    ψ = [1, ψ_1, …, ψ_L] the same Gaussian shells on the radius |y_i| (y the centred positions
+    with ``zero_com``, else x: the distance from the trap centre), and the K·(L + 1) entries of
+    C(t) and the one-body coefficients from ONE small MLP of t. In a trap, particles of the
+    core and of an outer shell at the same pair distance are moved differently, which a field
+    of r_ij alone cannot express; ψ_0 = 1 keeps :class:`RadialBasisField` as a special case.
+    η is symmetric, so the pair term sums to zero over i and keeps the centre of mass.
+
+    Cost per evaluation N²·K·(L + 1) multiply-adds (no per-pair MLP). Divergence exact, in
+    closed form: ∂v_i/∂x_i = Σ_j [η_ij I +
+    (x_i − x_j)∇_{x_i}η_ijᵀ] and ∇_{x_i}η_ij = 2η_r (x_i − x_j) + η_{ρ_i}∇_{x_i}ρ_i +
+    η_{ρ_j}∇_{x_i}ρ_j, with ∇_{x_i}ρ_i = 2(1 − 1/N)y_i and ∇_{x_i}ρ_j = −2y_j/N for centred
+    radii (2x_i and 0 otherwise). The pair term is translation-invariant, so the trace on the
+    zero-COM subspace equals the full trace; the one-body trace is :class:`RadialBasisField`'s.
+
+    Args:
+        key: PRNG key.
+        hidden: width of the time MLP.
+        depth: hidden layers of the time MLP.
+        n_rbf: K, radial basis functions of the distances.
+        r_max: largest radial-basis centre (of distances and radii; length units).
+        n_radii: L, radial shells of |y_i|.
+        zero_com: act on the zero-centre-of-mass subspace (see :class:`ParticleField`).
+    """
+
+    coeff: eqx.nn.MLP
+    n_rbf: int = eqx.field(static=True)
+    n_radii: int = eqx.field(static=True)
+    r_max: float = eqx.field(static=True)
+    zero_com: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        *,
+        key,
+        hidden,
+        depth,
+        n_rbf: int = 32,
+        r_max: float = 8.0,
+        n_radii: int = 8,
+        zero_com: bool = False,
+    ):
+        _check_basis(n_rbf, r_max)
+        if n_radii < 2:
+            raise ValueError(f"n_radii must be >= 2, got {n_radii}")
+        self.coeff = zero_last_mlp(9, n_rbf * (n_radii + 2), hidden, depth, key=key)
+        self.n_rbf, self.n_radii = int(n_rbf), int(n_radii)
+        self.r_max = float(r_max)
+        self.zero_com = bool(zero_com)
+
+    def _parts(self, t, x, trace: bool):
+        """One-body coefficients, η_ij (diagonal 0), with ``trace`` D η·u per pair, x_i − x_j."""
+        n = x.shape[0]
+        k, m = self.n_rbf, self.n_radii + 1
+        y, rho, diff, r2 = _pair_geometry(x, self.zero_com)
+        c = self.coeff(_time_features(t, x.dtype))
+        a, cmat = c[:k], c[k:].reshape(k, m)
+        phi, dphi = _radial_basis(rho, k, self.r_max)
+        xi, dxi = phi @ a, dphi @ a
+        off = 1.0 - jnp.eye(n, dtype=x.dtype)
+        psi, dpsi = _radial_basis(rho, self.n_radii, self.r_max)  # (N, L): ψ_l(ρ_i), dψ_l/dρ
+        psi = jnp.concatenate([jnp.ones_like(rho)[:, None], psi], axis=-1)
+        phi, dphi = _radial_basis(r2, k, self.r_max)  # (N, N, K)
+        amat = phi @ cmat  # (N, N, L + 1): φ(r²_ij)ᵀ C
+        pair_psi = psi[:, None, :] + psi[None, :, :]
+        eta = jnp.sum(amat * pair_psi, axis=-1) * off
+        one = (y, xi, dxi)
+        if not trace:
+            return one, eta, None, diff
+        dpsi = jnp.concatenate([jnp.zeros_like(rho)[:, None], dpsi], axis=-1)
+        eta_r = jnp.sum((dphi @ cmat) * pair_psi, axis=-1)
+        eta_i = jnp.einsum("ijl,il->ij", amat, dpsi)  # ∂η_ij/∂ρ_i
+        eta_j = jnp.einsum("ijl,jl->ij", amat, dpsi)  # ∂η_ij/∂ρ_j
+        proj_i = jnp.einsum("ija,ia->ij", diff, y)  # (x_i − x_j)·y_i
+        proj_j = jnp.einsum("ija,ja->ij", diff, y)  # (x_i − x_j)·y_j
+        if self.zero_com:
+            radial = 2.0 * (1.0 - 1.0 / n) * eta_i * proj_i - 2.0 / n * eta_j * proj_j
+        else:
+            radial = 2.0 * eta_i * proj_i
+        return one, eta, (2.0 * r2 * eta_r + radial) * off, diff
+
+    def __call__(self, t, x: Float[Array, "n d"]) -> Float[Array, "n d"]:
+        """V(x, t) on ONE configuration of shape (N, d)."""
+        (y, xi, _), eta, _, diff = self._parts(t, x, trace=False)
+        one_body = y * xi[:, None]
+        if self.zero_com:
+            one_body = _centre(one_body)
+        return one_body + jnp.sum(eta[:, :, None] * diff, axis=1)
+
+    def divergence(self, t, x: Float[Array, "n d"]) -> Float[Array, ""]:
+        """Exact tr(∂v/∂x) (on the zero-COM subspace with ``zero_com``), in closed form."""
+        return self.value_and_divergence(t, x)[1]
+
+    def value_and_divergence(self, t, x: Float[Array, "n d"]):
+        """(v(x, t), tr ∂v/∂x) from one evaluation of the bases (what the CNF's ODE needs)."""
+        (y, xi, dxi), eta, deta, diff = self._parts(t, x, trace=True)
+        n, d = y.shape
+        one_body = y * xi[:, None]
+        trace = jnp.sum(d * xi + 2.0 * dxi * jnp.sum(y * y, axis=-1))
+        if self.zero_com:
+            one_body = _centre(one_body)
+            trace = (1.0 - 1.0 / n) * trace
+        value = one_body + jnp.sum(eta[:, :, None] * diff, axis=1)
+        return value, trace + jnp.sum(d * eta + deta)
+
+
 #: Particle vector fields by name (``CNF(..., field=...)``).
-PARTICLE_FIELDS = ("rbf", "mlp", "env", "egnn")
+PARTICLE_FIELDS = ("rbf", "radii", "mlp", "env", "egnn")
 
 
 def make_field(
@@ -535,7 +650,8 @@ def make_field(
 ):
     """The vector field for configurations of ``shape``.
 
-    Particles (N, d), N > 1: ``kind`` = ``"rbf"`` (:class:`RadialBasisField`), ``"mlp"``
+    Particles (N, d), N > 1: ``kind`` = ``"rbf"`` (:class:`RadialBasisField`), ``"radii"``
+    (:class:`RadiiField`), ``"mlp"``
     (:class:`ParticleField`), ``"env"`` (:class:`EnvironmentField`) or ``"egnn"``
     (:class:`EGNNField`); any other shape: :class:`MLPField` (``kind`` ignored).
     ``zero_com`` needs particles (ValueError otherwise).
@@ -549,6 +665,10 @@ def make_field(
         return MLPField(shape, key=key, hidden=hidden, depth=depth)
     if kind == "rbf":
         return RadialBasisField(
+            key=key, hidden=hidden, depth=depth, n_rbf=n_rbf, r_max=r_max, zero_com=zero_com
+        )
+    if kind == "radii":
+        return RadiiField(
             key=key, hidden=hidden, depth=depth, n_rbf=n_rbf, r_max=r_max, zero_com=zero_com
         )
     if kind == "mlp":
@@ -572,6 +692,7 @@ __all__ = [
     "PARTICLE_FIELDS",
     "ParticleField",
     "RadialBasisField",
+    "RadiiField",
     "divergence",
     "make_field",
 ]

@@ -125,7 +125,12 @@ def _build_cnf(system, *, key, **hyper) -> AbstractSampler:
             f"system {system.kind!r} is translation-invariant (Z over all coordinates diverges): "
             "the cnf sampler needs zero_com = true"
         )
-    cnf = CNF(tuple(system.event_shape), key=key, zero_com=zero_com, **hyper)
+    field = hyper.pop("field", "auto")
+    if field == "auto":
+        # In a trap (centre of mass separable) the pair coefficients also see the distances
+        # from the centre; the measured gain is in docs/samplers.md.
+        field = "radii" if separable else "rbf"
+    cnf = CNF(tuple(system.event_shape), key=key, zero_com=zero_com, field=field, **hyper)
     if zero_com and not invariant:
         # Full-space q: the zero-COM flow for the relative coordinates and an exact Gaussian
         # for the centre of mass (separates exactly in a harmonic trap); initial s = σ/√N, the
@@ -207,11 +212,14 @@ SAMPLERS: dict[str, SamplerEntry] = {
             "n_steps": (int, 20, "fixed RK4 steps on t ∈ [0, 1]"),
             "field": (
                 str,
-                "rbf",
+                "auto",
                 "particle field: 'rbf' (radial basis functions of the distances, coefficients "
-                "from one MLP of t), 'mlp' (an MLP per pair; 5-17x slower), 'env' (many-body: "
+                "from one MLP of t), 'radii' (the same, pair coefficients also depending on both "
+                "particles' distances from the centre; ~1.4x the cost of 'rbf'), 'mlp' (an MLP "
+                "per pair; 5-17x slower), 'env' (many-body: "
                 "pair coefficients from the radial environments of both particles, closed-form "
-                "trace) or 'egnn' (message passing, trace by N*d JVPs: slowest)",
+                "trace) or 'egnn' (message passing, trace by N*d JVPs: slowest); 'auto' = "
+                "'radii' for a system in a harmonic trap, 'rbf' otherwise",
             ),
             "n_rbf": (int, 32, "radial basis functions of the particle fields"),
             "r_max": (_NUM, 8.0, "largest radial-basis centre (length units of the system)"),
