@@ -289,8 +289,11 @@ def test_fine_tuned_flow_matching_on_two_charges(tmp_path):
     ckpt = tmp_path / "run.eqx"
     runs = {}
     for name, obj in (("fm", fm), ("ft", FineTuned(fm, steps=150, learning_rate=2e-3))):
+        # The pair-distance field: its flow-matched CNF leaves a gap the fine-tuning measurably
+        # closes (the trap's default radii field already matches these two charges so closely
+        # that 150 steps of reverse KL gain less than 4 standard errors).
         runs[name] = bg.run(
-            system, beta, _cnf(system, **SMALL), obj, stages=(HeldOutData(),),
+            system, beta, _cnf(system, field="rbf", **SMALL), obj, stages=(HeldOutData(),),
             checkpoint=ckpt if name == "ft" else None,
             **{**QUICK, "estimation": bg.Estimation(n_samples=8192)},
         )  # fmt: skip
