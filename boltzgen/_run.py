@@ -181,7 +181,12 @@ def run(
     model = state.model if q_trained is not state.model else None
     ctx = StageContext(exact_system, beta, q_trained, samples, objective, task.data, model,
                        progress=progress)  # fmt: skip
-    refined, observables = _run_stages(ctx, stages, keys, timer, estimates)
+    evals = {
+        "data": float(task.data.n_energy_evals) if task.data is not None else 0.0,
+        "train": float(np.sum(state.history.get("n_energy_evals", []))),
+        "estimate": float(np.size(samples["log_w"])),
+    }
+    refined, observables = _run_stages(ctx, stages, keys, timer, estimates, evals)
     ref_est = {}
     if reference is not None:
         with timer("reference"):
@@ -190,8 +195,9 @@ def run(
                 q_log_w=samples["log_w"], progress=progress,
             )  # fmt: skip
         estimates.update(derived)
+        evals["reference"] = _energy_evals(ref_est)
     parts = dict(estimates=estimates, reference=ref_est, samples=samples, refined=refined,
-                 observables=observables)  # fmt: skip
+                 observables=observables, energy_evals=evals)  # fmt: skip
     return _result(system, beta, seed, spec_text, indistinguishable, state, timer, q_trained,
                    **parts)  # fmt: skip
 
@@ -212,10 +218,20 @@ def _train(q, system, exact_system, beta, objective, trainer, keys, timer, **fit
     return task, state, q_trained
 
 
-def _run_stages(ctx, stages, keys, timer, estimates) -> tuple[dict, dict]:
+def _energy_evals(estimates: dict) -> float:
+    """Energy evaluations behind ``estimates``, each distinct cost counted once.
+
+    Several estimates of one computation (the path_* family) share one cost.
+    """
+    costs = {dataclasses.astuple(e.cost) for e in estimates.values() if e.cost.n_energy_evals}
+    return float(sum(c[0] for c in costs))
+
+
+def _run_stages(ctx, stages, keys, timer, estimates, evals=None) -> tuple[dict, dict]:
     """Run the stages in order; their estimates go into ``estimates``.
 
-    Returns ``(refined, observables)`` (spin observables of q's samples first).
+    The energy evaluations each stage's estimates record go into ``evals[stage.name]`` (when
+    given). Returns ``(refined, observables)`` (spin observables of q's samples first).
     """
     refined, observables = {}, {}
     system = ctx.system
@@ -229,6 +245,8 @@ def _run_stages(ctx, stages, keys, timer, estimates) -> tuple[dict, dict]:
             key = keys.stream("feat" if stage.name == "feat" else "refine")
             out = stage(dataclasses.replace(ctx, key=key))
         estimates.update(out.estimates)
+        if evals is not None:
+            evals[stage.name] = evals.get(stage.name, 0.0) + _energy_evals(out.estimates)
         refined.update(out.refined)
         observables.update(out.observables)
     return refined, observables
@@ -243,7 +261,7 @@ def _unsoftened(system):
 
 def _result(
     system, beta, seed, spec_text, indistinguishable, state, timer, q, *, estimates, reference,
-    samples, refined, observables,
+    samples, refined, observables, energy_evals=None,
 ) -> Result:  # fmt: skip
     exact = system.exact_log_z(beta)
     if getattr(system, "discrete", False):
@@ -269,6 +287,7 @@ def _result(
         refined=refined,
         observables=observables,
         timings=dict(timer),
+        energy_evals=dict(energy_evals or {}),
         params=[np.asarray(a) for a in jax.tree.leaves(eqx.filter(q, eqx.is_array))],
         device=str(jax.devices()[0]),
     )

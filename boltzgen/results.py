@@ -1,6 +1,6 @@
 """The HDF5 results schema: write, read, and the free-energy table. One place.
 
-Schema (version 4, documented in docs/results-format.md)::
+Schema (version 5, documented in docs/results-format.md)::
 
     /                 attrs: schema_version, boltzgen_version, created, seed, spec, device, beta
     /system           attrs: kind and parameters;  dataset exact_log_z where known
@@ -19,6 +19,8 @@ Schema (version 4, documented in docs/results-format.md)::
     /curve            β-conditioned runs (``run_curve``): one dataset per quantity over the β
                       grid (beta, log_z, log_z_stderr, ess, variational_beta_f, exact_log_z, ...)
     /timings          attrs: wall time of each phase in seconds
+    /energy_evals     attrs: energy evaluations of each phase (data, train, estimate, each
+                      stage, reference); absent in files of version <= 4
 
 The file is written to a temporary name and renamed into place, so a killed run leaves the
 previous file or none, never a half-written one.
@@ -36,7 +38,7 @@ import numpy as np
 
 from boltzgen.estimators import Estimate
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Groups and root attributes every results file has (Result.load checks them).
 _REQUIRED_GROUPS = ("system", "train", "train/params", "estimates", "reference", "timings")
@@ -76,6 +78,9 @@ class Result:
             method ``"exact"`` where known, with stderr 0); empty otherwise.
         curve: for a β-conditioned run, quantity → array over the β grid; empty otherwise.
         timings: wall time of each phase (seconds).
+        energy_evals: energy evaluations of each phase (``data``: the Monte Carlo training
+            samples; ``train``: the steps that evaluate the energy; ``estimate``: one per
+            sample of q; each stage; ``reference``); empty when not counted.
         params: the trained sampler's array leaves, in tree order.
         device: the JAX device string.
         created: ISO time stamp.
@@ -94,6 +99,7 @@ class Result:
     observables: dict = field(default_factory=dict)
     curve: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    energy_evals: dict[str, float] = field(default_factory=dict)
     params: list[np.ndarray] = field(default_factory=list)
     device: str = ""
     created: str = field(
@@ -164,6 +170,10 @@ class Result:
             for k, v in self.curve.items():
                 c.create_dataset(k, data=np.asarray(v))
         f.create_group("timings").attrs.update({k: float(v) for k, v in self.timings.items()})
+        if self.energy_evals:
+            f.create_group("energy_evals").attrs.update(
+                {k: float(v) for k, v in self.energy_evals.items()}
+            )
         f.flush()
 
     # ------------------------------------------------------------------ reading
@@ -230,6 +240,7 @@ class Result:
                 observables=obs,
                 curve={k: v[()] for k, v in f["curve"].items()} if "curve" in f else {},
                 timings={k: float(v) for k, v in f["timings"].attrs.items()},
+                energy_evals=_energy_evals(f),
                 params=params,
                 device=_plain(f.attrs["device"]),
                 created=_plain(f.attrs["created"]),
@@ -292,7 +303,12 @@ class Result:
     def _timing_lines(self) -> list[str]:
         if not self.timings:
             return []
-        return ["wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())]
+        lines = ["wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())]
+        if any(self.energy_evals.values()):
+            total = sum(self.energy_evals.values())
+            parts = ", ".join(f"{k} {v:.3g}" for k, v in self.energy_evals.items())
+            lines.append(f"energy evaluations: {parts}; total {total:.3g}")
+        return lines
 
     def curve_lines(self) -> list[str]:
         """The free-energy curve: ln Z(β) ± stderr, variational bound, ESS, exact, deviation."""
@@ -478,3 +494,10 @@ def _plain(v):
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def _energy_evals(f: h5py.File) -> dict[str, float]:
+    """The ``/energy_evals`` attributes (empty for files written before they were counted)."""
+    if "energy_evals" not in f:
+        return {}
+    return {k: float(v) for k, v in f["energy_evals"].attrs.items()}

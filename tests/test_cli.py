@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import pytest
@@ -83,6 +84,12 @@ def test_default_spec_is_the_library_default():
         strict=True,
     ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_written_out_default_spec_is_the_default():
+    """runs/coulomb-n6.toml says it is the built-in default with every key: it resolves to it."""
+    path = Path(__file__).parent.parent / "runs" / "coulomb-n6.toml"
+    assert load_spec(str(path)).to_toml() == load_spec().to_toml()
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +333,17 @@ def test_cli_run_writes_file_and_report_reads_it(tiny_cli_run, tmp_path, capsys)
         exact = float(f["system/exact_log_z"][()])
         attrs = {m: dict(g.attrs) for m, g in f["estimates"].items()}
         ref = dict(f["reference/ais"].attrs)
+        # Energy evaluations per phase: reverse KL evaluates one batch per step, estimation
+        # one per sample, the reference what its own estimate records; no data, no stages.
+        evals = dict(f["energy_evals"].attrs)
+    assert evals == {
+        "data": 0.0,
+        "train": 20 * 64,
+        "estimate": 512,
+        "reference": ref["n_energy_evals"],
+    }
+    assert bg.Result.load(out).energy_evals == evals
+    assert "energy evaluations: data 0, train 1.28e+03, estimate 512, reference " in printed
     # The stored exact ln Z is the system's (two charges in a 2-D trap, closed form).
     assert exact == bg.systems.CoulombGas(2, 2).exact_log_z(2.0)
     # The best estimate (smallest error bar among the unflagged estimates, read from the file's

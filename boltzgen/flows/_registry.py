@@ -128,7 +128,7 @@ def _build_cnf(system, *, key, **hyper) -> AbstractSampler:
     field = hyper.pop("field", "auto")
     if field == "auto":
         # In a trap (centre of mass separable) the pair coefficients also see the distances
-        # from the centre; the measured gain is in docs/samplers.md.
+        # from the centre (docs/particles.md, "The CNF"; measured gain in the README).
         field = "radii" if separable else "rbf"
     cnf = CNF(tuple(system.event_shape), key=key, zero_com=zero_com, field=field, **hyper)
     if zero_com and not invariant:

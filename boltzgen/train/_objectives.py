@@ -82,6 +82,10 @@ class AbstractObjective:
     def check(self, system, sampler) -> None:
         """Raise ValueError when the objective does not suit ``system`` or ``sampler``."""
 
+    def energy_evals_per_step(self, batch_size: int) -> int:
+        """Energy evaluations of one training step of ``batch_size`` (0: data only)."""
+        return 0
+
     def trainable(self, model):
         """Filter spec of the trained leaves: every inexact array (override to freeze some)."""
         return jax.tree.map(eqx.is_inexact_array, model)
@@ -118,6 +122,10 @@ class _EnergyObjective(AbstractObjective):
 
     info_keys: ClassVar[tuple[str, ...]] = ("ess_fraction", "n_nonfinite")
     beta_anneal: float
+
+    def energy_evals_per_step(self, batch_size: int) -> int:
+        """One energy evaluation per configuration of the batch of q."""
+        return int(batch_size)
 
     def prepare(self, sampler, system, beta, *, key=None, init_key=None, progress=True) -> Task:
         """A task that trains ``sampler`` on ``system.energy`` at ``beta``."""
@@ -569,6 +577,10 @@ class MaximumLikelihood(AbstractObjective):
             raise ValueError(
                 f"objective {self.name!r} trains a continuous flow; {system.kind!r} is discrete"
             )
+
+    def energy_evals_per_step(self, batch_size: int) -> int:
+        """A batch of q's energies when the reverse-KL part is on, else none."""
+        return int(batch_size) if self.reverse_weight > 0 else 0
 
     def prepare(self, sampler, system, beta, *, key, init_key=None, progress=True) -> Task:
         """Draw the Monte Carlo data; the task trains ``sampler`` on them (and on the energy)."""

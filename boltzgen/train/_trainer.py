@@ -145,11 +145,12 @@ class Trainer:
         spec = objective.trainable(task.model)
         keys = ("loss", *objective.info_keys, "grad_norm", "n_nonfinite_grad")
         state = TrainState(task.model, optimizer.init(eqx.filter(task.model, spec)))
-        state.history = {k: [] for k in (*keys, "wall_time")}
+        state.history = {k: [] for k in (*keys, "wall_time", "n_energy_evals")}
         if resume and checkpoint is not None and os.path.exists(checkpoint):
             check_checkpoint(checkpoint, fingerprint=fingerprint, steps=self.steps)
             state = load_checkpoint(checkpoint, state, fingerprint=fingerprint)
         run_chunk = _chunk_fn(objective, task, optimizer, spec, self, keys, max_traces)
+        per_step = objective.energy_evals_per_step(self.batch_size)
         t0 = time.perf_counter() - (
             state.history["wall_time"][-1] if state.history["wall_time"] else 0.0
         )
@@ -185,6 +186,8 @@ class Trainer:
                 state.step += n
                 for k in keys:
                     state.history[k].extend(float(v) for v in np.asarray(info[k])[:n])
+                evals = state.history.setdefault("n_energy_evals", [])
+                evals.extend([float(per_step)] * (len(state.history["loss"]) - len(evals)))
                 # Wall time is measured per chunk and spread evenly over its steps.
                 state.history["wall_time"].extend(
                     t_prev + (now - t_prev) * (i + 1) / n for i in range(n)
