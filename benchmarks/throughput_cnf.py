@@ -80,7 +80,10 @@ def main(argv=None) -> None:
     p.add_argument("--log-prob", action="store_true", help="also time log_prob (backward)")
     p.add_argument("--grad", action="store_true", help="also time a reverse-KL gradient")
     p.add_argument(
-        "--field", default="rbf", choices=["rbf", "radii", "mlp", "env", "egnn"], help="particle field"
+        "--field",
+        default="rbf",
+        choices=["rbf", "radii", "mlp", "env", "egnn"],
+        help="particle field",
     )
     p.add_argument("--only", nargs="*", default=None, help="subset of systems (name prefixes)")
     args = p.parse_args(argv)

@@ -54,7 +54,7 @@ SECTIONS = (
 #: Fields of data objectives written under ``[train]`` (their others are [data] / [matching]).
 _DATA_OBJECTIVE_TRAIN_KEYS = ("reverse_weight",)
 #: ``[train]`` keys of the reverse-KL fine-tuning phase of a data objective (FineTuned).
-_FINETUNE_KEYS = ("finetune_steps", "finetune_learning_rate")
+_FINETUNE_KEYS = ("finetune_steps", "finetune_learning_rate", "finetune_batch_size")
 
 #: ``[matching]`` keys that go to the FEAT stage, with the stage's field names.
 _FEAT_KEYS = {"feat_paths": "paths", "feat_steps": "steps", "feat_eps": "eps"}
@@ -336,7 +336,11 @@ class RunSpec:
         obj = self.objective
         finetune = {}
         if isinstance(obj, FineTuned):
-            finetune = {"finetune_steps": obj.steps, "finetune_learning_rate": obj.learning_rate}
+            finetune = {
+                "finetune_steps": obj.steps,
+                "finetune_learning_rate": obj.learning_rate,
+                "finetune_batch_size": obj.batch_size,
+            }
             obj = obj.base
         elif getattr(obj, "needs_data", False):
             finetune = {"finetune_steps": 0}
@@ -607,8 +611,9 @@ def _objective(raw: dict, system, sampler_kind: str, sampler_options: dict, curv
     else:
         steps = default.steps if isinstance(default, FineTuned) else 0
     if steps == 0:
-        if "finetune_learning_rate" in given:
-            raise SpecError("train.finetune_learning_rate needs train.finetune_steps >= 1")
+        for k in ("finetune_learning_rate", "finetune_batch_size"):
+            if k in given:
+                raise SpecError(f"train.{k} needs train.finetune_steps >= 1")
         return base
     if not base.needs_data:
         raise SpecError(
@@ -619,6 +624,10 @@ def _objective(raw: dict, system, sampler_kind: str, sampler_options: dict, curv
     if "finetune_learning_rate" in given:
         kwargs["learning_rate"] = _coerce(
             "train.finetune_learning_rate", given["finetune_learning_rate"], float
+        )
+    if "finetune_batch_size" in given:
+        kwargs["batch_size"] = _coerce(
+            "train.finetune_batch_size", given["finetune_batch_size"], int
         )
     try:
         return FineTuned(base, **kwargs)

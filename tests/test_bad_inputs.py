@@ -383,6 +383,17 @@ CASES = [
         names=("train.finetune_learning_rate", "train.finetune_steps"),
     ),
     S(
+        "negative fine-tuning batch",
+        "train.finetune_batch_size=-4",
+        names=("finetune_batch_size", "-4"),
+    ),
+    S(
+        "fine-tuning batch without fine-tuning steps",
+        "train.finetune_steps=0",
+        "train.finetune_batch_size=64",
+        names=("train.finetune_batch_size", "train.finetune_steps"),
+    ),
+    S(
         "reverse KL on spins",
         "system.kind=ising",
         "train.objective=reverse_kl",

@@ -281,14 +281,18 @@ def test_fine_tuned_flow_matching_on_two_charges(tmp_path):
     Every estimate and bound against the exact N = 2 integral; the history is phase 1's
     followed by phase 2's; the fine-tuning lowers the variational bound below the flow-matched
     CNF's by more than 4 standard errors of the paired difference (same base draws); the phase-2
-    checkpoint is written beside the run's."""
+    checkpoint is written beside the run's; phase 2 draws its own batch size of q per step and
+    counts one energy evaluation per draw."""
     from boltzgen.train import FineTuned
 
     system, beta = CoulombGas(2, 2), 8.0
     fm = FlowMatching(data=DATA)
     ckpt = tmp_path / "run.eqx"
     runs = {}
-    for name, obj in (("fm", fm), ("ft", FineTuned(fm, steps=150, learning_rate=2e-3))):
+    for name, obj in (
+        ("fm", fm),
+        ("ft", FineTuned(fm, steps=150, learning_rate=2e-3, batch_size=64)),
+    ):
         # The pair-distance field: its flow-matched CNF leaves a gap the fine-tuning measurably
         # closes (the trap's default radii field already matches these two charges so closely
         # that 150 steps of reverse KL gain less than 4 standard errors).
@@ -305,6 +309,8 @@ def test_fine_tuned_flow_matching_on_two_charges(tmp_path):
         np.isfinite(h["ess_fraction"][100:])
     )
     assert np.all(np.diff(h["wall_time"]) >= 0)
+    assert np.array_equal(h["n_energy_evals"], np.r_[np.zeros(100), np.full(150, 64)])
+    assert r.energy_evals["train"] == 150 * 64
     # Same estimation key, so the same base draws z: the paired difference of the log-weights
     # ln w = −u − ln q (whose mean is the variational bound on ln Z) has a small standard error.
     diff = np.asarray(r.samples["log_w"]) - np.asarray(runs["fm"].samples["log_w"])

@@ -625,10 +625,10 @@ class FineTuned(AbstractObjective):
     Phase 1 trains the sampler by ``base`` (e.g. :class:`FlowMatching` on Monte Carlo samples
     of p: cheap, simulation-free, mass-covering) with the run's trainer; phase 2 continues from
     the trained q by :class:`ReverseKL` for ``steps`` steps at peak learning rate
-    ``learning_rate`` (the run's batch size, clip and chunking; a warm-up of a tenth of the
-    steps), which moves q towards p where the data objective left it short: the variational
-    bound E_q[u + ln q] = βF + KL(q‖p) can only be lowered by reducing KL(q‖p). The Monte
-    Carlo data (and their held-out part, for the lower bound and BAR) are phase 1's. Phase 2
+    ``learning_rate`` with ``batch_size`` samples of q per step (0: the run's batch size; the
+    run's clip and chunking; a warm-up of a tenth of the steps), which moves q towards p
+    where the data objective left it short: the variational bound E_q[u + ln q] =
+    βF + KL(q‖p) can only be lowered by reducing KL(q‖p). The Monte Carlo data (and their held-out part, for the lower bound and BAR) are phase 1's. Phase 2
     trains on the energy of the system phase 1 was prepared with (for data objectives: the
     exact potential).
 
@@ -640,12 +640,17 @@ class FineTuned(AbstractObjective):
         base: the first phase's objective (one that ``needs_data``).
         steps: fine-tuning steps (≥ 1).
         learning_rate: fine-tuning peak learning rate.
+        batch_size: samples of q per fine-tuning step; 0 (default) takes the run's batch size.
+            Each step integrates the ODE with its exact divergence and back-propagates
+            through it, so its cost grows with the batch (and, for pair fields, with N²): a
+            larger system affords fewer samples per step.
     """
 
     name: ClassVar[str] = "fine_tuned"
     base: AbstractObjective = field(default_factory=lambda: FlowMatching())
     steps: int = 300
     learning_rate: float = 3e-4
+    batch_size: int = 0
 
     def __post_init__(self):
         if not isinstance(self.base, AbstractObjective) or isinstance(self.base, FineTuned):
@@ -657,6 +662,7 @@ class FineTuned(AbstractObjective):
             )
         _checks.integer("finetune_steps", self.steps, 1)
         _checks.positive("finetune_learning_rate", self.learning_rate)
+        _checks.integer("finetune_batch_size", self.batch_size, 0)
 
     @property
     def needs_data(self) -> bool:  # type: ignore[override]
@@ -700,6 +706,7 @@ class FineTuned(AbstractObjective):
             steps=self.steps,
             learning_rate=self.learning_rate,
             warmup=max(self.steps // 10, 1),
+            batch_size=self.batch_size or trainer.batch_size,
         )
         fit = dict(fit)
         if fit.get("checkpoint") is not None:
