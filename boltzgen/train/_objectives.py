@@ -628,9 +628,9 @@ class FineTuned(AbstractObjective):
     ``learning_rate`` with ``batch_size`` samples of q per step (0: the run's batch size; the
     run's clip and chunking; a warm-up of a tenth of the steps), which moves q towards p
     where the data objective left it short: the variational bound E_q[u + ln q] =
-    βF + KL(q‖p) can only be lowered by reducing KL(q‖p). The Monte Carlo data (and their held-out part, for the lower bound and BAR) are phase 1's. Phase 2
-    trains on the energy of the system phase 1 was prepared with (for data objectives: the
-    exact potential).
+    βF + KL(q‖p) can only be lowered by reducing KL(q‖p). The Monte Carlo data (and their
+    held-out part, for the lower bound and BAR) are phase 1's. Phase 2 trains on the energy
+    of the system phase 1 was prepared with (for data objectives: the exact potential).
 
     The training history is phase 1's followed by phase 2's (``phase`` = 0 or 1 per step; keys
     one phase does not record are NaN there; ``wall_time`` runs on across the phases). With a
