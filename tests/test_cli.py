@@ -174,7 +174,8 @@ def test_spec_round_trips_through_toml(tmp_path):
         ("train.batch_size=1.5", "train.batch_size must be an integer, got 1.5"),
         (
             "train.lr=0.1",
-            "unknown key train.lr; valid: objective, finetune_steps, finetune_learning_rate, steps",
+            "unknown key train.lr; valid: objective, finetune_steps, finetune_learning_rate, "
+            "finetune_batch_size, steps",
         ),
         (
             ('train.objective="reverse_kl"', "data.n_samples=10"),

@@ -129,6 +129,7 @@ class CNF(AbstractSampler):
         field: particle field, ``"rbf"``, ``"radii"``, ``"mlp"``, ``"env"`` or ``"egnn"``.
         n_rbf: radial basis functions of the ``"rbf"`` field.
         r_max: largest radial-basis centre of the ``"rbf"`` field (length units).
+        n_radii: radial shells of the ``"radii"`` field (ignored by the other fields).
         max_batch: configurations solved at once (``jax.lax.map`` in batches of this size, the
             solves of one batch vectorised); bounds memory, since the ``"egnn"`` trace holds N·d
             tangents per configuration. ``None``/0: :data:`EGNN_MAX_BATCH` for ``"egnn"``,
@@ -158,6 +159,7 @@ class CNF(AbstractSampler):
         field: str = "rbf",
         n_rbf: int = 32,
         r_max: float = 8.0,
+        n_radii: int = 8,
         max_batch: int | None = None,
     ):
         shape = tuple(int(s) for s in event_shape)
@@ -182,6 +184,7 @@ class CNF(AbstractSampler):
             zero_com=zero_com,
             n_rbf=n_rbf,
             r_max=r_max,
+            n_radii=n_radii,
         )
         self.log_scale = jnp.asarray(math.log(base_scale), dtype=jnp.float32)
         self.shape = shape

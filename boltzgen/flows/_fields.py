@@ -646,7 +646,16 @@ PARTICLE_FIELDS = ("rbf", "radii", "mlp", "env", "egnn")
 
 
 def make_field(
-    shape, kind: str = "rbf", *, key, hidden, depth, zero_com=False, n_rbf=32, r_max=8.0
+    shape,
+    kind: str = "rbf",
+    *,
+    key,
+    hidden,
+    depth,
+    zero_com=False,
+    n_rbf=32,
+    r_max=8.0,
+    n_radii=8,
 ):
     """The vector field for configurations of ``shape``.
 
@@ -654,7 +663,8 @@ def make_field(
     (:class:`RadiiField`), ``"mlp"``
     (:class:`ParticleField`), ``"env"`` (:class:`EnvironmentField`) or ``"egnn"``
     (:class:`EGNNField`); any other shape: :class:`MLPField` (``kind`` ignored).
-    ``zero_com`` needs particles (ValueError otherwise).
+    ``zero_com`` needs particles (ValueError otherwise); ``n_radii`` is the ``"radii"`` field's
+    number of radial shells (ignored by the others).
     """
     shape = tuple(shape)
     if not (len(shape) == 2 and shape[0] > 1):
@@ -669,7 +679,13 @@ def make_field(
         )
     if kind == "radii":
         return RadiiField(
-            key=key, hidden=hidden, depth=depth, n_rbf=n_rbf, r_max=r_max, zero_com=zero_com
+            key=key,
+            hidden=hidden,
+            depth=depth,
+            n_rbf=n_rbf,
+            r_max=r_max,
+            n_radii=n_radii,
+            zero_com=zero_com,
         )
     if kind == "mlp":
         return ParticleField(key=key, hidden=hidden, depth=depth, zero_com=zero_com)

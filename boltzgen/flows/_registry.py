@@ -223,6 +223,12 @@ SAMPLERS: dict[str, SamplerEntry] = {
             ),
             "n_rbf": (int, 32, "radial basis functions of the particle fields"),
             "r_max": (_NUM, 8.0, "largest radial-basis centre (length units of the system)"),
+            "n_radii": (
+                int,
+                8,
+                "radial shells of the distance from the centre ('radii' field only; their "
+                "centres span [0, r_max])",
+            ),
             "base_scale": (_NUM, 1.0, "initial scale σ of the iid Gaussian base (trainable)"),
             "max_batch": (
                 int,
