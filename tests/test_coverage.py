@@ -1,9 +1,9 @@
 """Coverage of the whole pipeline's error bar: the best estimate of many seeded runs.
 
 A run (training, estimation, neural MCMC, BAR) of two charges in a 2-D trap, whose ln Z is an
-exact one-dimensional integral, is repeated over 100 seeds with a small equivariant flow; the
+exact one-dimensional integral, is repeated over 50 seeds with a small equivariant flow; the
 1σ interval of ``Result.best()`` must cover the exact ln Z 68.3 % of the time within 3
-binomial standard errors (± 0.14), and the mean z-score must be 0 within 4 standard errors of
+binomial standard errors (± 0.20), and the mean z-score must be 0 within 4 standard errors of
 the mean. ``best()`` picks the smallest error bar among the unflagged estimates, a selection
 that would show up here as under-coverage if the error bars were optimistic. The test's
 power is checked on the same z-scores: error bars half as large (a deliberately broken
@@ -12,6 +12,7 @@ standard error) fall outside the band.
 
 import math
 
+import jax
 import numpy as np
 import pytest
 from conftest import make_q
@@ -19,7 +20,7 @@ from conftest import make_q
 import boltzgen as bg
 from boltzgen.systems import CoulombGas
 
-N_SEEDS = 100
+N_SEEDS = 50
 TARGET = 0.6827
 
 
@@ -44,6 +45,10 @@ def test_best_estimate_covers_the_exact_pair_integral_over_seeds():
         b = r.best()
         z.append((b.log_z - exact) / b.log_z_stderr)
         methods.append(b.method)
+        print(f"seed {seed}: {b.method} z = {z[-1]:+.2f}", flush=True)
+        # Each run compiles its own programs; without this the process runs out of memory
+        # maps for compiled code after a few dozen runs (LLVM: "Cannot allocate memory").
+        jax.clear_caches()
     z = np.asarray(z)
     cover = float(np.mean(np.abs(z) <= 1))
     assert abs(cover - TARGET) <= _band(z.size), (cover, sorted(set(methods)))
